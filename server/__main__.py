@@ -1,0 +1,85 @@
+"""Command line: `python -m server [serve|migrate|seed-demo]`.
+
+Configuration comes from CONCERT_* environment variables (see server.config);
+a bad value stops the process with a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from server.config import ConfigError, Settings
+from server.db.embedded import EmbeddedPostgresUnavailable, start_embedded_postgres
+
+log = logging.getLogger("server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=("serve", "migrate", "seed-demo")
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
+    except EmbeddedPostgresUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings, database_url))
+    if args.command == "seed-demo":
+        return asyncio.run(_seed_demo(settings, database_url))
+    return asyncio.run(_serve(settings, database_url))
+
+
+async def _serve(settings: Settings, database_url: str) -> int:
+    from server.app import build_app
+
+    app = await build_app(settings, database_url=database_url)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await app.start()
+    print(f"concert.v1 listening on {app.address}", file=sys.stderr, flush=True)
+    await stopping.wait()
+    log.info("signal received: draining for up to %.1fs", settings.shutdown_grace_seconds)
+    await app.stop()
+    return 0
+
+
+async def _migrate(settings: Settings, database_url: str) -> int:
+    from server.db.migrate import migrate
+    from server.db.pool import open_pool
+
+    pool = await open_pool(database_url, settings, min_size=1)
+    try:
+        async with pool.connection() as conn:
+            applied = await migrate(conn)
+    finally:
+        await pool.close()
+    print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema up to date")
+    return 0
+
+
+async def _seed_demo(settings: Settings, database_url: str) -> int:
+    print("error: seed-demo is not available yet", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

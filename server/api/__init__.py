@@ -1,0 +1,15 @@
+"""The gRPC entrypoints: one thin servicer module per concert.v1 service."""
+
+from __future__ import annotations
+
+import grpc
+
+from server.api import account, admin, concert, payment, queue, reservation, wallet
+from server.context import ServiceContext
+
+_MODULES = (account, queue, concert, reservation, payment, wallet, admin)
+
+
+def register_all(server: grpc.aio.Server, ctx: ServiceContext) -> None:
+    for module in _MODULES:
+        module.register(server, ctx)

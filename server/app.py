@@ -1,0 +1,143 @@
+"""The composition root: builds the whole service, for production and tests alike.
+
+app = await build_app(settings, database_url=url, clock=clock)
+await app.start()      # listening; health SERVING
+...
+await app.stop()       # NOT_SERVING, refuse new calls, drain, close the pool
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from concert.v1 import (
+    account_pb2,
+    admin_pb2,
+    concert_pb2,
+    payment_pb2,
+    queue_pb2,
+    reservation_pb2,
+    wallet_pb2,
+)
+from server import api
+from server.admin_auth import AdminKeyInterceptor
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.context import ServiceContext
+from server.db.migrate import migrate
+from server.db.pool import open_pool
+from server.interceptors import ErrorInterceptor
+from server.jobs import JobRunner
+from server.signing import Signer, load_signing_key
+
+log = logging.getLogger(__name__)
+
+# Requests above this size are refused with RESOURCE_EXHAUSTED before any
+# handler runs; the largest legitimate request is a CreateConcert.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+SERVICE_NAMES = tuple(
+    service.full_name
+    for module in (
+        account_pb2,
+        queue_pb2,
+        concert_pb2,
+        reservation_pb2,
+        payment_pb2,
+        wallet_pb2,
+        admin_pb2,
+    )
+    for service in module.DESCRIPTOR.services_by_name.values()
+)
+
+
+@dataclass
+class App:
+    ctx: ServiceContext
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+    start_jobs: bool
+
+    @property
+    def address(self) -> str:
+        host = self.ctx.settings.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        for hook in self.ctx.on_start:
+            await hook()
+        if self.start_jobs:
+            self.ctx.jobs.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in SERVICE_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving concert.v1 on %s", self.address)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING first, then refuse new calls and drain."""
+        grace = self.ctx.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        self.ctx.jobs.stop()
+        await self.server.stop(grace)
+        for hook in reversed(self.ctx.on_stop):
+            await hook()
+        await self.ctx.pool.close()
+        log.info("stopped")
+
+
+async def build_app(
+    settings: Settings,
+    *,
+    database_url: str,
+    clock: Clock | None = None,
+    start_jobs: bool = True,
+) -> App:
+    """Connect, migrate, wire every service; the server is bound but not started."""
+    clock = clock or SystemClock()
+    pool = await open_pool(database_url, settings)
+    try:
+        async with pool.connection() as conn:
+            await migrate(conn)
+            signer = Signer(await load_signing_key(conn, clock))
+        ctx = ServiceContext(
+            settings=settings, pool=pool, clock=clock, signer=signer, jobs=JobRunner(pool)
+        )
+        server = grpc.aio.server(
+            interceptors=_interceptors(ctx),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            ],
+        )
+        api.register_all(server, ctx)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(settings.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+        return App(ctx=ctx, server=server, health=health, port=port, start_jobs=start_jobs)
+    except BaseException:
+        await pool.close()
+        raise
+
+
+def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
+    # Outermost first: the error mapper must see the failures of every layer.
+    return [ErrorInterceptor(), AdminKeyInterceptor(ctx.settings.admin_key)]

@@ -1,0 +1,155 @@
+"""Configuration from CONCERT_* environment variables, validated once at start.
+
+Every setting has one spec row below; a bad value stops the process with a
+one-line error that names the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    hold_ttl_seconds: int = 300
+    token_ttl_seconds: int = 600
+    session_ttl_seconds: int = 86400
+    admission_capacity: int = 100
+    expiry_interval_seconds: int = 60
+    admin_key: str | None = None
+    workers: int = 1
+    max_holds_per_user: int = 4
+    pool_min_size: int = 2
+    pool_max_size: int = 16
+    statement_timeout_ms: int = 5000
+    lock_timeout_ms: int = 2000
+    shutdown_grace_seconds: float = 10.0
+    seed_demo: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for spec in _SPECS:
+            raw = env.get(spec.variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.field] = spec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{spec.variable}: {exc} (got {raw!r})") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.pool_min_size > self.pool_max_size:
+            raise ConfigError(
+                "CONCERT_POOL_MIN_SIZE: must not exceed CONCERT_POOL_MAX_SIZE "
+                f"(got {self.pool_min_size} > {self.pool_max_size})"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds from 0 to 600") from None
+    if not 0 <= value <= 600:
+        raise ValueError("must be a number of seconds from 0 to 600")
+    return value
+
+
+def _listen_address(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, for example 127.0.0.1:50051")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
+        raise ValueError("must be a postgresql:// URL or a libpq key=value string")
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class _Spec:
+    variable: str
+    field: str
+    parse: Callable[[str], Any]
+
+
+_SPECS = (
+    _Spec("CONCERT_LISTEN", "listen", _listen_address),
+    _Spec("CONCERT_DATABASE_URL", "database_url", _database_url),
+    _Spec("CONCERT_DATA_DIR", "data_dir", Path),
+    _Spec("CONCERT_HOLD_TTL_SECONDS", "hold_ttl_seconds", _integer(1, 86400)),
+    _Spec("CONCERT_TOKEN_TTL_SECONDS", "token_ttl_seconds", _integer(10, 86400)),
+    _Spec("CONCERT_SESSION_TTL_SECONDS", "session_ttl_seconds", _integer(60, 30 * 86400)),
+    _Spec("CONCERT_ADMISSION_CAPACITY", "admission_capacity", _integer(0, 1_000_000)),
+    _Spec("CONCERT_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _integer(1, 3600)),
+    _Spec("CONCERT_ADMIN_KEY", "admin_key", _secret),
+    _Spec("CONCERT_WORKERS", "workers", _integer(1, 64)),
+    _Spec("CONCERT_MAX_HOLDS_PER_USER", "max_holds_per_user", _integer(1, 100)),
+    _Spec("CONCERT_POOL_MIN_SIZE", "pool_min_size", _integer(1, 100)),
+    _Spec("CONCERT_POOL_MAX_SIZE", "pool_max_size", _integer(1, 500)),
+    _Spec("CONCERT_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _integer(100, 600_000)),
+    _Spec("CONCERT_LOCK_TIMEOUT_MS", "lock_timeout_ms", _integer(10, 600_000)),
+    _Spec("CONCERT_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _seconds),
+    _Spec("CONCERT_SEED_DEMO", "seed_demo", _boolean),
+    _Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
+)
+
+VARIABLES = tuple(spec.variable for spec in _SPECS)

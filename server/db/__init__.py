@@ -1,0 +1,1 @@
+"""PostgreSQL access: where the server is, the pool, the schema, the locks."""

@@ -1,0 +1,33 @@
+"""Every PostgreSQL advisory lock the service takes, in one key space.
+
+Keys are (namespace, id) pairs, the two-int form of pg_advisory_lock, so no
+two features can collide by accident. A new lock gets a namespace here, with a
+comment saying what it protects.
+"""
+
+from __future__ import annotations
+
+import zlib
+from enum import IntEnum
+
+
+class LockNamespace(IntEnum):
+    # Applying migrations: one process at a time (session lock).
+    MIGRATIONS = 1
+    # A scheduled job's run: one process at a time per job (session lock).
+    JOBS = 2
+    # Creating the server secrets on first start (transaction lock).
+    SECRETS = 3
+    # One fan's queue token: issue/refresh/complete serialise per user (transaction lock).
+    QUEUE_USER = 10
+    # One fan's wallet and holds: payments and charges serialise per user (transaction lock).
+    WALLET_USER = 20
+
+
+def lock_id(name: str) -> int:
+    """A stable signed 32-bit id for a name (a job, a user UUID's text)."""
+    value = zlib.crc32(name.encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+MIGRATIONS_LOCK = (int(LockNamespace.MIGRATIONS), 0)

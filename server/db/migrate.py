@@ -1,0 +1,90 @@
+"""Ordered SQL migrations, applied once each, safe when processes race.
+
+Files in server/db/migrations are named NNNN_description.sql and applied in
+order, each in its own transaction, recorded in schema_migrations with a
+checksum. A session advisory lock makes concurrent starters take turns: the
+first applies, the others find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from psycopg import AsyncConnection, sql
+
+from server.db.locks import MIGRATIONS_LOCK
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """The database's recorded migrations disagree with the code's."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("server.db.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version: {versions}")
+    return found
+
+
+async def migrate(conn: AsyncConnection) -> list[int]:
+    """Apply pending migrations on an autocommit connection; return the versions applied."""
+    migrations = load_migrations()
+    await conn.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATIONS_LOCK)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
+        applied = {row[0]: row[1] for row in await cursor.fetchall()}
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} changed after it "
+                        "was applied; add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(sql.SQL(migration.sql))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            log.info("applied migration %04d_%s", migration.version, migration.name)
+            done.append(migration.version)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATIONS_LOCK)

@@ -1,0 +1,72 @@
+"""AIP-155 request ids: a retried mutation returns its first answer, once.
+
+Call `run_once` inside the transaction that makes the change. The key row is
+inserted first: a concurrent duplicate blocks on the primary key until the
+first transaction ends, then finds the stored answer. A failed call rolls its
+key back with everything else, so a retry after an error runs again (nothing
+happened the first time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from psycopg import AsyncConnection
+
+from server.clock import Clock
+from server.errors import FieldViolation, InvalidArgument
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+def fingerprint(request: Message) -> bytes:
+    """A hash of the request without its request_id field."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "request_id" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("request_id")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+async def run_once(
+    conn: AsyncConnection,
+    clock: Clock,
+    *,
+    scope: str,
+    request_id: uuid.UUID | None,
+    request: Message,
+    response_type: type[ResponseT],
+    execute: Callable[[], Awaitable[ResponseT]],
+) -> ResponseT:
+    """Run `execute` unless this (scope, request_id) already ran; must be inside a transaction."""
+    if request_id is None:
+        return await execute()
+    digest = fingerprint(request)
+    cursor = await conn.execute(
+        "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (scope, request_id, digest, clock.now()),
+    )
+    if await cursor.fetchone() is not None:
+        response = await execute()
+        await conn.execute(
+            "UPDATE idempotency_keys SET response = %s WHERE scope = %s AND request_id = %s",
+            (response.SerializeToString(), scope, request_id),
+        )
+        return response
+    cursor = await conn.execute(
+        "SELECT fingerprint, response FROM idempotency_keys WHERE scope = %s AND request_id = %s",
+        (scope, request_id),
+    )
+    row = await cursor.fetchone()
+    assert row is not None and row[1] is not None  # committed together with the response
+    if bytes(row[0]) != digest:
+        raise InvalidArgument(
+            [FieldViolation("request_id", "already used for a different request")],
+            reason="REQUEST_ID_REUSED",
+        )
+    return response_type.FromString(bytes(row[1]))

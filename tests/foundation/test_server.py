@@ -1,0 +1,119 @@
+"""The server's standard surface: reflection, health, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from server.app import SERVICE_NAMES, App
+from tests.support import ADMIN, Stubs, error_details, free_port
+
+CONCERT_SERVICES = {
+    "concert.v1.AccountService",
+    "concert.v1.QueueService",
+    "concert.v1.ConcertService",
+    "concert.v1.ReservationService",
+    "concert.v1.PaymentService",
+    "concert.v1.WalletService",
+    "concert.v1.AdminService",
+}
+
+
+async def test_reflection_lists_every_service(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = set()
+    async for response in responses:
+        names |= {s.name for s in response.list_services_response.service}
+    assert CONCERT_SERVICES <= names
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert set(SERVICE_NAMES) == CONCERT_SERVICES
+
+
+async def test_health_is_serving_for_the_server_and_each_service(
+    channel: grpc.aio.Channel,
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", *sorted(CONCERT_SERVICES)):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def test_health_turns_not_serving_when_shutdown_begins(app: App) -> None:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(app.stop(grace=1.0))
+        second = await watch.read()
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
+async def test_admin_service_requires_the_operator_key(stubs: Stubs) -> None:
+    from concert.v1 import admin_pb2
+
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stubs.admin.GetQueueStats(admin_pb2.GetQueueStatsRequest())
+    assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_details(missing.value).reason == "ADMIN_KEY_MISSING"
+
+    wrong = (("authorization", "Bearer not-the-key-at-all"),)
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stubs.admin.GetQueueStats(admin_pb2.GetQueueStatsRequest(), metadata=wrong)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(denied.value).reason == "ADMIN_KEY_INVALID"
+    assert ADMIN  # the right key is exercised by the admin tests
+
+
+def test_sigterm_drains_and_exits_zero(database_url: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONCERT_DATABASE_URL": database_url,
+        "CONCERT_LISTEN": f"127.0.0.1:{port}",
+        "CONCERT_SEED_DEMO": "false",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_serving(f"127.0.0.1:{port}", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_serving(address: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited early: {process.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise AssertionError("server did not become SERVING within 60 s")

@@ -1,0 +1,97 @@
+"""Helpers shared by the tests: stubs, error details, free ports."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from concert.v1 import (
+    account_pb2_grpc,
+    admin_pb2_grpc,
+    concert_pb2_grpc,
+    payment_pb2_grpc,
+    queue_pb2_grpc,
+    reservation_pb2_grpc,
+    wallet_pb2_grpc,
+)
+
+TEST_ADMIN_KEY = "test-admin-key-0123456789"
+
+
+@dataclass
+class Stubs:
+    """One stub per concert.v1 service, on one channel."""
+
+    account: account_pb2_grpc.AccountServiceStub
+    queue: queue_pb2_grpc.QueueServiceStub
+    concert: concert_pb2_grpc.ConcertServiceStub
+    reservation: reservation_pb2_grpc.ReservationServiceStub
+    payment: payment_pb2_grpc.PaymentServiceStub
+    wallet: wallet_pb2_grpc.WalletServiceStub
+    admin: admin_pb2_grpc.AdminServiceStub
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(
+            account=account_pb2_grpc.AccountServiceStub(channel),
+            queue=queue_pb2_grpc.QueueServiceStub(channel),
+            concert=concert_pb2_grpc.ConcertServiceStub(channel),
+            reservation=reservation_pb2_grpc.ReservationServiceStub(channel),
+            payment=payment_pb2_grpc.PaymentServiceStub(channel),
+            wallet=wallet_pb2_grpc.WalletServiceStub(channel),
+            admin=admin_pb2_grpc.AdminServiceStub(channel),
+        )
+
+
+def bearer(credential: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata presenting a credential."""
+    return (("authorization", f"Bearer {credential}"),)
+
+
+ADMIN = bearer(TEST_ADMIN_KEY)
+
+
+@dataclass
+class ErrorDetails:
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo | None
+    bad_request: error_details_pb2.BadRequest | None
+    retry: error_details_pb2.RetryInfo | None
+
+    @property
+    def reason(self) -> str | None:
+        return self.info.reason if self.info else None
+
+    @property
+    def bad_fields(self) -> set[str]:
+        if self.bad_request is None:
+            return set()
+        return {v.field for v in self.bad_request.field_violations}
+
+
+def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
+    """The google.rpc details a failed call carried."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    found = ErrorDetails(error.code(), error.details() or "", None, None, None)
+    for detail in status.details if status else ():
+        for attribute, kind in (
+            ("info", error_details_pb2.ErrorInfo),
+            ("bad_request", error_details_pb2.BadRequest),
+            ("retry", error_details_pb2.RetryInfo),
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                setattr(found, attribute, message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
