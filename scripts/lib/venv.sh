@@ -35,6 +35,11 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock"
   # The project itself, editable, so `python -m server` and `import concert.v1`
   # work from any directory without PYTHONPATH.
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  # (setuptools narrates editable installs on stderr; keep it unless it fails).
+  if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+       --no-build-isolation -e . >"$VENV/.install.log" 2>&1; then
+    cat "$VENV/.install.log" >&2
+    return 1
+  fi
   echo "$want" > "$stamp"
 }
