@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(settings, database_url))
     if args.command == "seed-demo":
         return asyncio.run(_seed_demo(settings, database_url))
+    if settings.workers > 1:
+        from server.workers import run_workers
+
+        return run_workers(
+            settings.workers,
+            lambda: asyncio.run(_serve(settings, database_url)),
+            grace_seconds=settings.shutdown_grace_seconds,
+        )
     return asyncio.run(_serve(settings, database_url))
 
 
@@ -54,6 +62,8 @@ async def _serve(settings: Settings, database_url: str) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    # A worker under server.workers starts with these blocked; handled from here on.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     await app.start()
     print(f"concert.v1 listening on {app.address}", file=sys.stderr, flush=True)
     await stopping.wait()

@@ -1,0 +1,150 @@
+"""CONCERT_WORKERS=N: N server processes on one port under a supervisor.
+
+These start the real `python -m server` as a subprocess against a fresh
+database and talk to it over loopback, then stop it with a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.config import Settings
+from server.db.pool import open_pool
+from server.jobs import JobRunner
+from tests.support import TEST_ADMIN_KEY, free_port
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+def _start(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "CONCERT_DATABASE_URL": database_url,
+        "CONCERT_LISTEN": address,
+        "CONCERT_WORKERS": str(workers),
+        "CONCERT_ADMIN_KEY": TEST_ADMIN_KEY,
+        "CONCERT_SEED_DEMO": "false",
+        "CONCERT_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    return process, address
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2.0
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _wait_for_workers(process: subprocess.Popen[bytes], address: str, count: int) -> list[int]:
+    """The worker pids, once `count` of them run and the port answers SERVING."""
+    deadline = time.monotonic() + START_TIMEOUT
+    parent = psutil.Process(process.pid)
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        children = parent.children()
+        if len(children) == count and _serving(address):
+            return [child.pid for child in children]
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"{count} workers did not start serving on {address}")
+
+
+def _output(process: subprocess.Popen[bytes]) -> str:
+    return process.stdout.read().decode() if process.stdout else ""
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_port_and_stop_cleanly_on_sigterm(create_database) -> None:  # type: ignore[no-untyped-def]
+    process, address = _start(create_database(), workers=2)
+    try:
+        workers = _wait_for_workers(process, address, 2)
+        # Both workers listen on the same port (SO_REUSEPORT).
+        for pid in workers:
+            ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")}
+            assert int(address.rpartition(":")[2]) in ports
+        # Many fresh connections all get SERVING, whichever worker accepts them.
+        assert all(_serving(address) for _ in range(10))
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=STOP_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = _output(process)
+    assert code == 0, output
+    assert "all workers stopped" in output
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_the_others_and_fails_the_supervisor(create_database) -> None:  # type: ignore[no-untyped-def]
+    process, address = _start(create_database(), workers=2)
+    try:
+        workers = _wait_for_workers(process, address, 2)
+        os.kill(workers[0], signal.SIGKILL)
+        code = process.wait(timeout=STOP_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 1, _output(process)
+    assert not _alive(workers[1])
+
+
+async def test_a_scheduled_job_runs_in_one_process_at_a_time(database_url: str) -> None:
+    """Two runners on separate pools stand for two workers: the advisory lock lets one run."""
+    settings = Settings(pool_min_size=1, pool_max_size=2)
+    pools = [await open_pool(database_url, settings, name=f"worker{i}") for i in range(2)]
+    try:
+        inside = 0
+        most_inside = 0
+        started = asyncio.Event()
+
+        async def job(conn: object) -> int:
+            nonlocal inside, most_inside
+            inside += 1
+            most_inside = max(most_inside, inside)
+            started.set()
+            await asyncio.sleep(0.3)
+            inside -= 1
+            return 1
+
+        runners = [JobRunner(pool) for pool in pools]
+        for runner in runners:
+            runner.add("bench-probe", job, interval_seconds=60)
+        first = asyncio.create_task(runners[0].run_now("bench-probe"))
+        await started.wait()
+        second = await runners[1].run_now("bench-probe")
+        assert (await first).ran
+        assert not second.ran
+        assert most_inside == 1
+        # Once the first run released its lock, the other process may run it.
+        assert (await runners[1].run_now("bench-probe")).ran
+    finally:
+        for pool in pools:
+            await pool.close()
