@@ -27,6 +27,8 @@ class Settings:
     token_ttl_seconds: int = 600
     session_ttl_seconds: int = 86400
     admission_capacity: int = 100
+    # scrypt cost as log2(n): 14 is n=2**14 (about 40 ms); tests lower it.
+    password_hash_cost: int = 14
     expiry_interval_seconds: int = 60
     admin_key: str | None = None
     workers: int = 1
@@ -38,6 +40,9 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     seed_demo: bool = True
     log_level: str = "INFO"
+    log_format: str = "text"
+    # HOST:PORT of the Prometheus /metrics endpoint; None: not served.
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +129,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _log_format(raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return kind
+
+
 @dataclass(frozen=True)
 class _Spec:
     variable: str
@@ -139,6 +151,7 @@ _SPECS = (
     _Spec("CONCERT_TOKEN_TTL_SECONDS", "token_ttl_seconds", _integer(10, 86400)),
     _Spec("CONCERT_SESSION_TTL_SECONDS", "session_ttl_seconds", _integer(60, 30 * 86400)),
     _Spec("CONCERT_ADMISSION_CAPACITY", "admission_capacity", _integer(0, 1_000_000)),
+    _Spec("CONCERT_PASSWORD_HASH_COST", "password_hash_cost", _integer(10, 20)),
     _Spec("CONCERT_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _integer(1, 3600)),
     _Spec("CONCERT_ADMIN_KEY", "admin_key", _secret),
     _Spec("CONCERT_WORKERS", "workers", _integer(1, 64)),
@@ -150,6 +163,8 @@ _SPECS = (
     _Spec("CONCERT_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _seconds),
     _Spec("CONCERT_SEED_DEMO", "seed_demo", _boolean),
     _Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
+    _Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
+    _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
+from server.accounts.passwords import PasswordHasher
+from server.accounts.runtime import AccountRuntime
 from server.clock import Clock
 from server.config import Settings
 from server.jobs import JobRunner
+from server.observability.metrics import Metrics
 from server.signing import Signer
 
 Hook = Callable[[], Awaitable[None]]
@@ -26,3 +29,15 @@ class ServiceContext:
     # pool closes (listeners, notifiers); run in order, stopped in reverse.
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # This app's Prometheus registry; features publish gauges through it.
+    metrics: Metrics = field(default_factory=Metrics)
+    # The password hasher's thread pool and the sign-in throttle (server.accounts).
+    accounts: AccountRuntime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))
+
+        async def close_hasher() -> None:
+            self.accounts.hasher.close()
+
+        self.on_stop.append(close_hasher)

@@ -1,17 +1,41 @@
-"""concert.v1.AccountService: decode the request, call the use case, encode the reply.
-
-Methods not overridden here answer UNIMPLEMENTED (the generated base class).
-"""
+"""concert.v1.AccountService: decode the request, call the use case, encode the reply."""
 
 from __future__ import annotations
 
-from concert.v1 import account_pb2_grpc
+from grpc.aio import ServicerContext
+
+from concert.v1 import account_pb2, account_pb2_grpc
+from server.accounts.authentication import sign_in
+from server.accounts.registration import sign_up
 from server.context import ServiceContext
 
 
 class AccountService(account_pb2_grpc.AccountServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
+
+    async def SignUp(
+        self, request: account_pb2.SignUpRequest, context: ServicerContext
+    ) -> account_pb2.SignUpResponse:
+        ctx = self._ctx
+        return await sign_up(ctx.pool, ctx.clock, ctx.accounts, request)
+
+    async def SignIn(
+        self, request: account_pb2.SignInRequest, context: ServicerContext
+    ) -> account_pb2.SignInResponse:
+        ctx = self._ctx
+        token, session = await sign_in(
+            ctx.pool,
+            ctx.clock,
+            ctx.signer,
+            ctx.accounts,
+            request.email,
+            request.password,
+            ctx.settings.session_ttl_seconds,
+        )
+        response = account_pb2.SignInResponse(user_id=str(session.user_id), session_token=token)
+        response.expire_time.FromDatetime(session.expire_time)
+        return response
 
 
 def register(server: object, ctx: ServiceContext) -> None:

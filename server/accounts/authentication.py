@@ -1,0 +1,84 @@
+"""Checking who a caller is: by password (one KDF run) or by session credential (one HMAC).
+
+Unknown email and wrong password fail alike, with the same message and one
+hash each (a decoy hash for unknown emails), so neither the answer nor its
+timing tells which emails have accounts.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from server.accounts import store
+from server.accounts.emails import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, normalise_email
+from server.accounts.runtime import AccountRuntime
+from server.accounts.sessions import Session, issue_session, verify_session
+from server.clock import Clock
+from server.errors import ResourceExhausted, Unauthenticated, Violations
+from server.signing import Signer
+
+INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+_WRONG_PASSWORD_MESSAGE = "unknown email or wrong password"
+
+
+def check_password_fields(
+    violations: Violations, email: str, password: str, prefix: str = ""
+) -> None:
+    """Bounds on what a sign-in accepts (so no one makes us hash a megabyte)."""
+    if not email.strip():
+        violations.add(prefix + "email", "required")
+    elif len(email) > MAX_EMAIL_LENGTH + 16:
+        violations.add(prefix + "email", f"at most {MAX_EMAIL_LENGTH} characters")
+    if not password:
+        violations.add(prefix + "password", "required")
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        violations.add(prefix + "password", f"at most {MAX_PASSWORD_LENGTH} characters")
+
+
+async def authenticate_password(
+    pool: AsyncConnectionPool, clock: Clock, accounts: AccountRuntime, email: str, password: str
+) -> uuid.UUID:
+    """The user id for a correct email and password; UNAUTHENTICATED otherwise."""
+    email = normalise_email(email)
+    retry_after = accounts.throttle.retry_after(email, clock.now())
+    if retry_after is not None:
+        raise ResourceExhausted(
+            "TOO_MANY_ATTEMPTS",
+            "too many failed sign-ins for this email; wait and retry",
+            retry_after_seconds=retry_after,
+        )
+    async with pool.connection() as conn:
+        found = await store.find_credentials(conn, email)
+    # The connection is back in the pool before the hash runs.
+    ok = await accounts.hasher.verify(password, found[1] if found else None)
+    if not ok or found is None:
+        accounts.throttle.record_failure(email, clock.now())
+        raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
+    accounts.throttle.record_success(email)
+    return found[0]
+
+
+async def sign_in(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    signer: Signer,
+    accounts: AccountRuntime,
+    email: str,
+    password: str,
+    session_ttl_seconds: int,
+) -> tuple[str, Session]:
+    violations = Violations()
+    check_password_fields(violations, email, password)
+    violations.raise_if_any()
+    user_id = await authenticate_password(pool, clock, accounts, email, password)
+    return issue_session(signer, user_id, clock.now(), session_ttl_seconds)
+
+
+def authenticate_session(signer: Signer, clock: Clock, credential: str) -> uuid.UUID:
+    """The user id of a valid session credential; UNAUTHENTICATED otherwise."""
+    session = verify_session(signer, credential, clock.now())
+    if session is None:
+        raise Unauthenticated(INVALID_CREDENTIALS, "the session credential is invalid or expired")
+    return session.user_id
