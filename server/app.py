@@ -34,6 +34,7 @@ from server.db.migrate import migrate
 from server.db.pool import open_pool
 from server.interceptors import ErrorInterceptor
 from server.jobs import JobRunner
+from server.observability.interceptor import ObservabilityInterceptor
 from server.signing import Signer, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class App:
     health: HealthServicer
     port: int
     start_jobs: bool
+    metrics_port: int | None = None  # where /metrics is served, when it is
 
     @property
     def address(self) -> str:
@@ -71,6 +73,8 @@ class App:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        if self.ctx.settings.metrics_listen:
+            self.metrics_port = self.ctx.metrics.serve(self.ctx.settings.metrics_listen)
         await self.server.start()
         for hook in self.ctx.on_start:
             await hook()
@@ -90,6 +94,7 @@ class App:
         for hook in reversed(self.ctx.on_stop):
             await hook()
         await self.ctx.pool.close()
+        self.ctx.metrics.stop_serving()  # last, so the drain itself can be scraped
         log.info("stopped")
 
 
@@ -110,6 +115,8 @@ async def build_app(
         ctx = ServiceContext(
             settings=settings, pool=pool, clock=clock, signer=signer, jobs=JobRunner(pool)
         )
+        ctx.metrics.watch_pool(pool)
+        ctx.jobs.listeners.append(ctx.metrics.observe_job)
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
             options=[
@@ -139,5 +146,10 @@ async def build_app(
 
 
 def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
-    # Outermost first: the error mapper must see the failures of every layer.
-    return [ErrorInterceptor(), AdminKeyInterceptor(ctx.settings.admin_key)]
+    # Outermost first: the error mapper must see the failures of every layer;
+    # observability wraps it to count and log the status the caller receives.
+    return [
+        ObservabilityInterceptor(ctx.metrics),
+        ErrorInterceptor(),
+        AdminKeyInterceptor(ctx.settings.admin_key),
+    ]
