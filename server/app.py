@@ -35,6 +35,8 @@ from server.db.pool import open_pool
 from server.interceptors import ErrorInterceptor
 from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityInterceptor
+from server.queue.gate import QueueGateInterceptor
+from server.queue.install import install_queue
 from server.signing import Signer, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ async def build_app(
         )
         ctx.metrics.watch_pool(pool)
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
+        install_queue(ctx)
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
             options=[
@@ -152,4 +155,5 @@ def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
         ObservabilityInterceptor(ctx.metrics),
         ErrorInterceptor(),
         AdminKeyInterceptor(ctx.settings.admin_key),
+        QueueGateInterceptor(ctx.signer, ctx.clock, ctx.queue),
     ]

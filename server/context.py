@@ -13,6 +13,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.jobs import JobRunner
 from server.observability.metrics import Metrics
+from server.queue.runtime import QueueRuntime
 from server.signing import Signer
 
 Hook = Callable[[], Awaitable[None]]
@@ -33,9 +34,12 @@ class ServiceContext:
     metrics: Metrics = field(default_factory=Metrics)
     # The password hasher's thread pool and the sign-in throttle (server.accounts).
     accounts: AccountRuntime = field(init=False)
+    # The queue's admission state in memory, its notifier and watchers (server.queue).
+    queue: QueueRuntime = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))
+        self.queue = QueueRuntime(self.settings, self.pool, self.clock)
 
         async def close_hasher() -> None:
             self.accounts.hasher.close()

@@ -1,0 +1,47 @@
+"""Completing a token by payment, inside the booking's own transaction.
+
+PaymentService.Pay calls require_live_token before it takes the money and
+complete_token when it records the payment, in the same transaction: the token
+row lock serialises concurrent payments of one token, and the conditional
+update means a token is counted in completed_count once, whether a payment or
+the expiry job ends it first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from psycopg import AsyncConnection
+
+from server.errors import FailedPrecondition, Unauthenticated
+from server.fan import Fan
+from server.queue import store
+
+
+async def require_live_token(conn: AsyncConnection, fan: Fan, now: datetime) -> None:
+    """Lock the fan's token row (FOR UPDATE) and insist it is live."""
+    token = await store.get_token(conn, fan.token_id, for_update=True)
+    if token is None:
+        raise Unauthenticated("TOKEN_INVALID", "no such queue token")
+    if token.state == "completed":
+        raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+    if not token.is_live(now):
+        raise Unauthenticated(
+            "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
+        )
+
+
+async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -> bool:
+    """Mark a live token completed and count it once; True if this call completed it.
+
+    The NOTIFY is delivered when the caller's transaction commits, so every
+    process (this one included) learns of the new completed_count then, and
+    its gate refuses the completed token from then on.
+    """
+    token = await store.get_token(conn, token_id, for_update=True)
+    if token is None or not await store.end_token(conn, token_id, "completed", now):
+        return False
+    state = await store.add_completed(conn, 1, now)
+    await store.notify_change(conn, state, [(token_id, token.expires_at)])
+    return True

@@ -1,0 +1,104 @@
+"""The queue gate: ConcertService, ReservationService and PaymentService need an admitted token.
+
+Per call, with no database round trip: the token's HMAC and signed expiry,
+then the admission window held in memory by the QueueRuntime (kept current by
+LISTEN/NOTIFY). On success the call runs with server.fan.fan_context bound to
+the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import ServicerContext
+
+from server.clock import Clock
+from server.credentials import bearer_credential
+from server.errors import FailedPrecondition, Unauthenticated
+from server.fan import Fan, fan_context
+from server.interceptors import method_service, wrap_handler
+from server.queue.runtime import QueueRuntime
+from server.queue.tokens import read_queue_token
+from server.signing import Signer
+
+GATED_SERVICES = frozenset(
+    {
+        "concert.v1.ConcertService",
+        "concert.v1.ReservationService",
+        "concert.v1.PaymentService",
+    }
+)
+
+# RetryInfo for a waiting fan when no admission rate has been observed yet.
+DEFAULT_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 60.0
+
+
+def admit(signer: Signer, clock: Clock, runtime: QueueRuntime, credential: str | None) -> Fan:
+    """The fan behind an admitted token, or the error the caller must see."""
+    claims = read_queue_token(signer, credential)
+    if claims is None:
+        raise Unauthenticated("TOKEN_INVALID", "an admitted queue token is required")
+    now = clock.now()
+    if claims.expire_time <= now:
+        raise Unauthenticated(
+            "TOKEN_EXPIRED", "the queue token has expired; refresh it or take a new one"
+        )
+    if runtime.is_completed(claims.token_id):
+        raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+    state = runtime.state
+    if not state.is_admitted(claims.queue_number):
+        people_ahead = state.people_ahead(claims.queue_number)
+        wait = None if state.paused else runtime.rate.estimated_wait(now, people_ahead)
+        retry = DEFAULT_RETRY_SECONDS if wait is None else wait.total_seconds()
+        raise FailedPrecondition(
+            "QUEUE_NOT_ADMITTED",
+            "not your turn yet: wait for admission (QueueService.WatchQueueStatus)",
+            metadata={
+                "queue_number": str(claims.queue_number),
+                "people_ahead": str(people_ahead),
+            },
+            retry_after_seconds=min(max(retry, 1.0), MAX_RETRY_SECONDS),
+        )
+    return Fan(claims.user_id, claims.token_id, claims.queue_number)
+
+
+class QueueGateInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, signer: Signer, clock: Clock, runtime: QueueRuntime) -> None:
+        self._signer = signer
+        self._clock = clock
+        self._runtime = runtime
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or method_service(handler_call_details.method) not in GATED_SERVICES:
+            return handler
+        credential = bearer_credential(handler_call_details.invocation_metadata)
+        signer, clock, runtime = self._signer, self._clock, self._runtime
+
+        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
+            fan = admit(signer, clock, runtime, credential)
+            bound = fan_context.set(fan)
+            try:
+                return await proceed()
+            finally:
+                fan_context.reset(bound)
+
+        async def around_stream(
+            request: Any, context: ServicerContext, proceed: Any
+        ) -> AsyncIterator[Any]:
+            fan = admit(signer, clock, runtime, credential)
+            bound = fan_context.set(fan)
+            try:
+                async for item in proceed():
+                    yield item
+            finally:
+                fan_context.reset(bound)
+
+        return wrap_handler(handler, around_unary, around_stream)

@@ -1,0 +1,83 @@
+"""IssueToken: authenticate, then take a place in line (or get the one already held)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from concert.v1 import queue_pb2
+from server.accounts.authentication import (
+    authenticate_password,
+    authenticate_session,
+    check_password_fields,
+)
+from server.accounts.runtime import AccountRuntime
+from server.clock import Clock
+from server.errors import Violations
+from server.queue import store
+from server.queue.admission import AdmissionState
+from server.queue.presence import Presented, QueuePresence
+from server.queue.runtime import QueueRuntime
+from server.signing import Signer
+
+
+async def authenticate_issue(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    signer: Signer,
+    accounts: AccountRuntime,
+    request: queue_pb2.IssueTokenRequest,
+) -> uuid.UUID:
+    """The fan asking for a token, by password (one hash) or session credential (one HMAC)."""
+    violations = Violations()
+    credential = request.WhichOneof("credential")
+    if credential is None:
+        violations.add("credential", "a password or a session_token is required")
+    elif credential == "password":
+        check_password_fields(
+            violations, request.password.email, request.password.password, "password."
+        )
+    elif not request.session_token or len(request.session_token) > 2048:
+        violations.add("session_token", "required, at most 2048 characters")
+    violations.raise_if_any()
+    if credential == "password":
+        return await authenticate_password(
+            pool, clock, accounts, request.password.email, request.password.password
+        )
+    return authenticate_session(signer, clock, request.session_token)
+
+
+async def take_place_in_line(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    runtime: QueueRuntime,
+    presence: QueuePresence,
+    user_id: uuid.UUID,
+) -> Presented:
+    """The user's live token, extended; or a new one with the next queue number.
+
+    Issues serialise per user on an advisory lock, so two concurrent calls of
+    one user yield one token; a partial unique index backs this up. A held
+    token whose expiry passed but that the expiry job has not swept yet is
+    expired here, and counted, before the new one is issued.
+    """
+    changed: AdmissionState | None = None
+    ended: list[tuple[uuid.UUID, datetime]] = []
+    async with pool.connection() as conn, conn.transaction():
+        await store.lock_user_queue(conn, user_id)
+        now = clock.now()
+        held = await store.find_live_token(conn, user_id)
+        if held is not None and held.expires_at > now:
+            admitted = runtime.state.is_admitted(held.queue_number)
+            token = await store.touch_token(conn, held.token_id, now, runtime.token_ttl, admitted)
+            assert token is not None  # live and locked out from other issues of this user
+        else:
+            if held is not None and await store.end_token(conn, held.token_id, "expired", now):
+                changed = await store.add_completed(conn, 1, now)
+                await store.notify_change(conn, changed, ended)
+            token = await store.insert_token(conn, uuid.uuid4(), user_id, now, runtime.token_ttl)
+    if changed is not None:
+        runtime.apply(changed)
+    return presence.present(token)

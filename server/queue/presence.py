@@ -1,0 +1,131 @@
+"""Use cases that show a token to the queue: status, refresh, watch, re-issue.
+
+Each reads the token's row (authoritative, unlike the signed expiry) and, when
+the token is live, extends it (presence): a waiting fan stays in line while
+present; an admitted fan's expiry stops at admitted_at + token lifetime.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+from concert.v1 import queue_pb2
+from server.clock import Clock
+from server.errors import FailedPrecondition, Unauthenticated
+from server.queue import store
+from server.queue.runtime import QueueRuntime
+from server.queue.status import claims_of, queue_status
+from server.queue.store import TokenRow
+from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
+from server.signing import Signer
+
+# How often an open watch stream re-checks its token's expiry when nothing changes.
+WATCH_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Presented:
+    token: TokenRow
+    credential: str  # re-signed with the row's expiry
+    status: queue_pb2.QueueStatus
+
+
+def parse_token(signer: Signer, credential: str | None) -> QueueToken:
+    claims = read_queue_token(signer, credential)
+    if claims is None:
+        raise Unauthenticated("TOKEN_INVALID", "a valid queue token is required")
+    return claims
+
+
+class QueuePresence:
+    def __init__(
+        self, pool: AsyncConnectionPool, clock: Clock, signer: Signer, runtime: QueueRuntime
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._signer = signer
+        self._runtime = runtime
+
+    def present(self, token: TokenRow) -> Presented:
+        runtime = self._runtime
+        status = queue_status(token, runtime.state, runtime.rate, self._clock.now())
+        return Presented(token, sign_queue_token(self._signer, claims_of(token)), status)
+
+    async def touch(self, token_id: uuid.UUID, queue_number: int) -> TokenRow | None:
+        """Extend a live token; the row as it stands, or None when there is no such token."""
+        now = self._clock.now()
+        admitted = self._runtime.state.is_admitted(queue_number)
+        async with self._pool.connection() as conn:
+            row = await store.touch_token(conn, token_id, now, self._runtime.token_ttl, admitted)
+            if row is None:
+                row = await store.get_token(conn, token_id)
+        return row
+
+    async def status(self, credential: str | None) -> Presented:
+        """GetQueueStatus: a completed token reports COMPLETED; an expired one is refused."""
+        claims = parse_token(self._signer, credential)
+        row = await self.touch(claims.token_id, claims.queue_number)
+        return self.present(self._usable(row, completed_ok=True))
+
+    async def refresh(self, credential: str | None) -> Presented:
+        claims = parse_token(self._signer, credential)
+        row = await self.touch(claims.token_id, claims.queue_number)
+        return self.present(self._usable(row, completed_ok=False))
+
+    async def watch(self, credential: str | None) -> AsyncIterator[Presented]:
+        """One status now, then one per change of position; ends when admitted or done."""
+        claims = parse_token(self._signer, credential)
+        runtime = self._runtime
+        row = self._usable(await self.touch(claims.token_id, claims.queue_number), True)
+        seen_version = runtime.state.version
+        first = self.present(row)
+        yield first
+        if first.status.state != queue_pb2.QUEUE_TOKEN_STATE_WAITING:
+            return
+        runtime.watch(row.token_id, row.expires_at)
+        try:
+            seen = (first.status.people_ahead, first.status.admission_paused)
+            while True:
+                if runtime.state.version == seen_version:
+                    await runtime.changes.wait(WATCH_RECHECK_SECONDS)
+                expiry = runtime.watched_expiry(row.token_id)
+                if expiry is None or expiry <= self._clock.now():
+                    raise Unauthenticated("TOKEN_EXPIRED", "the queue token has expired")
+                if runtime.is_completed(row.token_id):
+                    return
+                state = runtime.state
+                if state.version == seen_version:
+                    continue
+                seen_version = state.version
+                if state.is_admitted(row.queue_number):
+                    # The one database call of this stream after its start:
+                    # record admission and bound the active window.
+                    admitted = self._usable(await self.touch(row.token_id, row.queue_number), True)
+                    yield self.present(admitted)
+                    return
+                position = (state.people_ahead(row.queue_number), state.paused)
+                if position != seen:
+                    seen = position
+                    row = TokenRow(
+                        row.token_id, row.user_id, row.queue_number, row.state, expiry, None
+                    )
+                    yield self.present(row)
+        finally:
+            runtime.unwatch(row.token_id)
+
+    def _usable(self, row: TokenRow | None, completed_ok: bool) -> TokenRow:
+        if row is None:
+            raise Unauthenticated("TOKEN_INVALID", "no such queue token")
+        if row.state == "completed":
+            if completed_ok:
+                return row
+            raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+        if not row.is_live(self._clock.now()):
+            raise Unauthenticated(
+                "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
+            )
+        return row

@@ -1,0 +1,49 @@
+"""Queue test helpers: users inserted in bulk, sessions signed directly (no KDF)."""
+
+from __future__ import annotations
+
+import uuid
+
+from server.accounts.passwords import hash_password_blocking
+from server.accounts.sessions import issue_session
+from server.app import App
+
+PASSWORD = "correct horse battery"
+
+
+async def insert_users(app: App, count: int) -> list[tuple[uuid.UUID, str, str]]:
+    """count users straight into the database: (id, email, session token).
+
+    Bypasses SignUp to save KDF time; the race under test is IssueToken. All
+    share one (real) password hash, so password sign-in works for them too.
+    """
+    password_hash = hash_password_blocking(PASSWORD, 10)
+    now = app.ctx.clock.now()
+    users = [(uuid.uuid4(), f"bulk-{i}-{uuid.uuid4().hex[:8]}@example.com") for i in range(count)]
+    async with app.ctx.pool.connection() as conn, conn.transaction():
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO users (id, email, password_hash, created_at) VALUES (%s, %s, %s, %s)",
+                [(user_id, email, password_hash, now) for user_id, email in users],
+            )
+            await cursor.executemany(
+                "INSERT INTO wallets (user_id, balance, updated_at) VALUES (%s, 0, %s)",
+                [(user_id, now) for user_id, _ in users],
+            )
+    settings = app.ctx.settings
+    return [
+        (
+            user_id,
+            email,
+            issue_session(app.ctx.signer, user_id, now, settings.session_ttl_seconds)[0],
+        )
+        for user_id, email in users
+    ]
+
+
+async def fetch_one(app: App, query: str, *params: object) -> tuple:
+    async with app.ctx.pool.connection() as conn:
+        cursor = await conn.execute(query, params)
+        row = await cursor.fetchone()
+    assert row is not None
+    return row
