@@ -1,17 +1,39 @@
 """concert.v1.ConcertService: decode the request, call the use case, encode the reply.
 
-Methods not overridden here answer UNIMPLEMENTED (the generated base class).
+The queue gate in front admits the caller; browsing needs no more than that.
 """
 
 from __future__ import annotations
 
-from concert.v1 import concert_pb2_grpc
+from grpc.aio import ServicerContext
+
+from concert.v1 import concert_pb2, concert_pb2_grpc
+from server.booking import concerts
 from server.context import ServiceContext
+from server.fan import current_fan
 
 
 class ConcertService(concert_pb2_grpc.ConcertServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
+
+    async def ListConcerts(
+        self, request: concert_pb2.ListConcertsRequest, context: ServicerContext
+    ) -> concert_pb2.ListConcertsResponse:
+        current_fan()
+        return await concerts.list_concerts(self._ctx, request)
+
+    async def ListAvailableDates(
+        self, request: concert_pb2.ListAvailableDatesRequest, context: ServicerContext
+    ) -> concert_pb2.ListAvailableDatesResponse:
+        current_fan()
+        return await concerts.list_available_dates(self._ctx, request)
+
+    async def ListAvailableSeats(
+        self, request: concert_pb2.ListAvailableSeatsRequest, context: ServicerContext
+    ) -> concert_pb2.ListAvailableSeatsResponse:
+        current_fan()
+        return await concerts.list_available_seats(self._ctx, request)
 
 
 def register(server: object, ctx: ServiceContext) -> None:

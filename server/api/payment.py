@@ -1,17 +1,31 @@
 """concert.v1.PaymentService: decode the request, call the use case, encode the reply.
 
-Methods not overridden here answer UNIMPLEMENTED (the generated base class).
+The queue gate in front binds the admitted fan; every use case acts for them.
 """
 
 from __future__ import annotations
 
-from concert.v1 import payment_pb2_grpc
+from grpc.aio import ServicerContext
+
+from concert.v1 import payment_pb2, payment_pb2_grpc
+from server.booking import payments
 from server.context import ServiceContext
+from server.fan import current_fan
 
 
 class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
+
+    async def Pay(
+        self, request: payment_pb2.PayRequest, context: ServicerContext
+    ) -> payment_pb2.PayResponse:
+        return await payments.pay(self._ctx, current_fan(), request)
+
+    async def GetPayment(
+        self, request: payment_pb2.GetPaymentRequest, context: ServicerContext
+    ) -> payment_pb2.GetPaymentResponse:
+        return await payments.get_payment(self._ctx, current_fan(), request)
 
 
 def register(server: object, ctx: ServiceContext) -> None:

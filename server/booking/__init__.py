@@ -1,0 +1,1 @@
+"""Booking: concerts, dates and seats, holds, payments and their reconciliation."""

@@ -1,0 +1,275 @@
+"""Use cases of reservations: hold a seat, show it, cancel it, expire holds.
+
+The race for a seat is decided by ONE conditional UPDATE of the seat row (see
+docs/concurrency.md): it takes the row lock, and a racer that waited for it
+re-checks the WHERE clause against the winner's committed row, finds the seat
+held, and updates nothing. Exactly one racer gets a row back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from concert.v1 import reservation_pb2
+from server.booking.concerts import timestamp
+from server.context import ServiceContext
+from server.db.locks import LockNamespace, lock_id
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from server.fan import Fan
+from server.idempotency import run_once
+from server.queue.completion import require_live_token
+from server.validation import parse_request_id, parse_uuid
+
+_STATES = {
+    "held": reservation_pb2.RESERVATION_STATE_HELD,
+    "paid": reservation_pb2.RESERVATION_STATE_PAID,
+    "cancelled": reservation_pb2.RESERVATION_STATE_CANCELLED,
+    "expired": reservation_pb2.RESERVATION_STATE_EXPIRED,
+}
+
+# The reservation as the fan sees it: a 'held' row past its expiry is expired,
+# whether or not the expiry job has written so yet.
+RESERVATION_COLUMNS = """
+    r.id, r.user_id, r.concert_id, r.date_id, r.seat_number, r.price,
+    CASE WHEN r.state = 'held' AND r.expires_at <= %(now)s THEN 'expired' ELSE r.state END,
+    r.created_at, r.expires_at
+"""
+
+
+def reservation_message(row: Any) -> reservation_pb2.Reservation:
+    return reservation_pb2.Reservation(
+        reservation_id=str(row[0]),
+        user_id=str(row[1]),
+        concert_id=str(row[2]),
+        date_id=str(row[3]),
+        seat_number=row[4],
+        price=row[5],
+        state=_STATES[row[6]],
+        create_time=timestamp(row[7]),
+        expire_time=timestamp(row[8]),
+    )
+
+
+def seat_unavailable(date_id: uuid.UUID, seat_number: int, *, started: bool = False) -> Exception:
+    metadata = {"date_id": str(date_id), "seat_number": str(seat_number)}
+    if started:
+        return FailedPrecondition(
+            "SEAT_UNAVAILABLE", "the performance has started", metadata=metadata
+        )
+    return AlreadyExists("SEAT_UNAVAILABLE", "the seat is held or sold", metadata=metadata)
+
+
+async def lock_fan(conn: AsyncConnection, user_id: uuid.UUID) -> None:
+    """Serialise one fan's holds and payments (the hold cap counts, then adds)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, %s)",
+        (int(LockNamespace.WALLET_USER), lock_id(str(user_id))),
+    )
+
+
+async def hold_seat(
+    ctx: ServiceContext, fan: Fan, request: reservation_pb2.ReserveSeatRequest
+) -> reservation_pb2.ReserveSeatResponse:
+    violations = Violations()
+    date_id = parse_uuid(violations, "date_id", request.date_id)
+    if request.seat_number < 1:
+        violations.add("seat_number", "must be 1 or more")
+    request_id = parse_request_id(violations, request.request_id)
+    violations.raise_if_any()
+    assert date_id is not None
+    now = ctx.clock.now()
+    settings = ctx.settings
+
+    async def execute() -> reservation_pb2.ReserveSeatResponse:
+        await require_live_token(conn, fan, now)
+        await lock_fan(conn, fan.user_id)
+        cursor = await conn.execute(
+            "SELECT count(*) FROM reservations"
+            " WHERE user_id = %s AND state = 'held' AND expires_at > %s",
+            (fan.user_id, now),
+        )
+        row = await cursor.fetchone()
+        if row is not None and row[0] >= settings.max_holds_per_user:
+            raise FailedPrecondition(
+                "HOLD_LIMIT_REACHED",
+                f"at most {settings.max_holds_per_user} seats may be held at once",
+                metadata={"max_holds": str(settings.max_holds_per_user)},
+            )
+        reservation_id = uuid.uuid4()
+        expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
+        # The race is decided here (see the module's docstring).
+        cursor = await conn.execute(
+            """
+            UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
+              FROM concert_dates d
+             WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
+               AND d.id = s.date_id AND d.start_time > %(now)s
+               AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
+            RETURNING s.price, d.concert_id
+            """,
+            {
+                "expires": expires_at,
+                "reservation": reservation_id,
+                "date": date_id,
+                "seat": request.seat_number,
+                "now": now,
+            },
+        )
+        won = await cursor.fetchone()
+        if won is None:
+            raise await _why_not_held(conn, date_id, request.seat_number, now)
+        price, concert_id = won
+        await conn.execute(
+            "INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,"
+            " state, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, 'held', %s, %s)",
+            (
+                reservation_id,
+                fan.user_id,
+                concert_id,
+                date_id,
+                request.seat_number,
+                price,
+                now,
+                expires_at,
+            ),
+        )
+        return reservation_pb2.ReserveSeatResponse(
+            reservation=reservation_message(
+                (
+                    reservation_id,
+                    fan.user_id,
+                    concert_id,
+                    date_id,
+                    request.seat_number,
+                    price,
+                    "held",
+                    now,
+                    expires_at,
+                )
+            )
+        )
+
+    async with ctx.pool.connection() as conn, conn.transaction():
+        return await run_once(
+            conn,
+            ctx.clock,
+            scope=f"ReservationService.ReserveSeat:{fan.user_id}",
+            request_id=request_id,
+            request=request,
+            response_type=reservation_pb2.ReserveSeatResponse,
+            execute=execute,
+        )
+
+
+async def _why_not_held(
+    conn: AsyncConnection, date_id: uuid.UUID, seat_number: int, now: datetime
+) -> Exception:
+    cursor = await conn.execute(
+        "SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id"
+        " WHERE s.date_id = %s AND s.seat_number = %s",
+        (date_id, seat_number),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return NotFound(
+            "SEAT_NOT_FOUND",
+            "no such date or seat",
+            metadata={"date_id": str(date_id), "seat_number": str(seat_number)},
+        )
+    return seat_unavailable(date_id, seat_number, started=row[0] <= now)
+
+
+def reservation_not_found() -> NotFound:
+    return NotFound("RESERVATION_NOT_FOUND", "no such reservation")
+
+
+async def get_reservation(
+    ctx: ServiceContext, fan: Fan, request: reservation_pb2.GetReservationRequest
+) -> reservation_pb2.GetReservationResponse:
+    violations = Violations()
+    reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
+    violations.raise_if_any()
+    async with ctx.pool.connection() as conn:
+        cursor = await conn.execute(
+            f"SELECT {RESERVATION_COLUMNS} FROM reservations r"
+            " WHERE r.id = %(id)s AND r.user_id = %(user)s",
+            {"now": ctx.clock.now(), "id": reservation_id, "user": fan.user_id},
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise reservation_not_found()
+    return reservation_pb2.GetReservationResponse(reservation=reservation_message(row))
+
+
+async def cancel_reservation(
+    ctx: ServiceContext, fan: Fan, request: reservation_pb2.CancelReservationRequest
+) -> reservation_pb2.CancelReservationResponse:
+    violations = Violations()
+    reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
+    request_id = parse_request_id(violations, request.request_id)
+    violations.raise_if_any()
+    now = ctx.clock.now()
+
+    async def execute() -> reservation_pb2.CancelReservationResponse:
+        # The reservation row lock orders this against a payment's
+        # confirmation of the same reservation.
+        cursor = await conn.execute(
+            f"SELECT {RESERVATION_COLUMNS} FROM reservations r"
+            " WHERE r.id = %(id)s AND r.user_id = %(user)s FOR UPDATE",
+            {"now": now, "id": reservation_id, "user": fan.user_id},
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise reservation_not_found()
+        if row[6] != "held":
+            raise FailedPrecondition(
+                "RESERVATION_NOT_HELD",
+                f"the reservation is {row[6]}",
+                metadata={"state": row[6]},
+            )
+        await conn.execute(
+            "UPDATE reservations SET state = 'cancelled' WHERE id = %s", (reservation_id,)
+        )
+        await conn.execute(
+            "UPDATE seats SET held_until = NULL, reservation_id = NULL"
+            " WHERE date_id = %s AND seat_number = %s AND reservation_id = %s AND NOT sold",
+            (row[3], row[4], reservation_id),
+        )
+        return reservation_pb2.CancelReservationResponse(
+            reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
+        )
+
+    async with ctx.pool.connection() as conn, conn.transaction():
+        return await run_once(
+            conn,
+            ctx.clock,
+            scope=f"ReservationService.CancelReservation:{fan.user_id}",
+            request_id=request_id,
+            request=request,
+            response_type=reservation_pb2.CancelReservationResponse,
+            execute=execute,
+        )
+
+
+async def expire_holds(conn: AsyncConnection, now: datetime) -> int:
+    """The hold-expiry job: write down what the clock already decided.
+
+    Readers and writers already treat these holds as gone; this frees the
+    rows so indexes stay small. Conditional updates, safe to overlap.
+    """
+    async with conn.transaction():
+        cursor = await conn.execute(
+            "UPDATE reservations SET state = 'expired' WHERE state = 'held' AND expires_at <= %s",
+            (now,),
+        )
+        expired = cursor.rowcount
+        await conn.execute(
+            "UPDATE seats SET held_until = NULL, reservation_id = NULL"
+            " WHERE held_until IS NOT NULL AND held_until <= %s AND NOT sold",
+            (now,),
+        )
+    return expired

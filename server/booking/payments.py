@@ -1,0 +1,420 @@
+"""Use cases of payments, following the spec's payment diagram.
+
+Pay runs in three steps, each its own transaction, because the money moves in
+the payment module (a PaymentGateway), outside the server's transaction:
+
+1. begin: the reservation is still held by this fan; a payment attempt row is
+   committed BEFORE any money moves (its id is the gateway's idempotency key).
+   A second Pay of the same reservation stops here (one attempt at a time).
+2. charge: the gateway takes the money, or declines (INSUFFICIENT_BALANCE,
+   nothing changed).
+3. confirm: ONE transaction checks the token is live and the reservation is
+   still held by this fan and not expired, records the payment (unique per
+   reservation), marks the seat sold and completes the token. If any check
+   fails the transaction rolls back and the gateway refunds in full; the fan
+   is told RESERVATION_NOT_HELD.
+
+If the process dies between 2 and 3, the attempt row stays 'charging'; the
+reconciliation job finds it and confirms it (the reservation is still valid)
+or refunds it. An attempt's state only moves by conditional updates under its
+row lock, so the job and a slow Pay never both settle one charge.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from concert.v1 import payment_pb2
+from server.booking.concerts import timestamp
+from server.booking.gateway import ChargeOutcome, ChargeState
+from server.booking.holds import reservation_not_found
+from server.context import ServiceContext
+from server.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+)
+from server.fan import Fan
+from server.idempotency import fingerprint, run_once
+from server.queue.completion import complete_token, require_live_token
+from server.validation import parse_request_id, parse_uuid
+
+log = logging.getLogger(__name__)
+
+# An attempt untouched for this long is no longer in flight: its Pay call died
+# or gave up. Far above any call's database timeouts.
+RECONCILE_AFTER = timedelta(seconds=60)
+RECONCILE_BATCH = 100
+
+_STATES = {
+    "completed": payment_pb2.PAYMENT_STATE_COMPLETED,
+    "refunded": payment_pb2.PAYMENT_STATE_REFUNDED,
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: uuid.UUID
+    reservation_id: uuid.UUID
+    user_id: uuid.UUID
+    token_id: uuid.UUID
+    amount: int
+    request_id: uuid.UUID | None
+
+
+class NotConfirmable(Exception):
+    """The reservation can no longer be paid for: the money goes back."""
+
+
+def _pay_scope(user_id: uuid.UUID) -> str:
+    return f"PaymentService.Pay:{user_id}"
+
+
+def reservation_not_held(why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "RESERVATION_NOT_HELD", f"the reservation cannot be paid: {why}; nothing was kept"
+    )
+
+
+def payment_message(row: Any) -> payment_pb2.Payment:
+    return payment_pb2.Payment(
+        payment_id=str(row[0]),
+        reservation_id=str(row[1]),
+        user_id=str(row[2]),
+        amount=row[3],
+        state=_STATES[row[4]],
+        create_time=timestamp(row[5]),
+    )
+
+
+_PAYMENT_COLUMNS = "id, reservation_id, user_id, amount, state, created_at"
+
+
+async def pay(
+    ctx: ServiceContext, fan: Fan, request: payment_pb2.PayRequest
+) -> payment_pb2.PayResponse:
+    violations = Violations()
+    reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
+    request_id = parse_request_id(violations, request.request_id)
+    violations.raise_if_any()
+    assert reservation_id is not None
+
+    # 1. begin
+    now = ctx.clock.now()
+    async with ctx.pool.connection() as conn, conn.transaction():
+        replay = await _stored_answer(conn, _pay_scope(fan.user_id), request_id, request)
+        if replay is not None:
+            return replay
+        attempt = await _begin_attempt(conn, fan, reservation_id, request_id, now)
+
+    # 2. charge
+    try:
+        outcome = await ctx.gateway.charge(attempt.id, attempt.user_id, attempt.amount)
+    except Exception:
+        log.warning("payment gateway failed to charge attempt %s", attempt.id, exc_info=True)
+        await settle_by_refund(ctx, attempt)
+        raise Unavailable(
+            "PAYMENT_GATEWAY_UNAVAILABLE",
+            "the payment module failed; any money taken is returned",
+            retry_after_seconds=1.0,
+        ) from None
+    if outcome is ChargeOutcome.DECLINED:
+        async with ctx.pool.connection() as conn:
+            await _move_attempt(conn, attempt.id, "charging", "declined", ctx.clock.now())
+        raise FailedPrecondition(
+            "INSUFFICIENT_BALANCE",
+            "the wallet holds less than the price",
+            metadata={"price": str(attempt.amount)},
+        )
+
+    # 3. confirm, or give the money back
+    try:
+        async with ctx.pool.connection() as conn, conn.transaction():
+            return await run_once(
+                conn,
+                ctx.clock,
+                scope=_pay_scope(fan.user_id),
+                request_id=request_id,
+                request=request,
+                response_type=payment_pb2.PayResponse,
+                execute=lambda: confirm_attempt(conn, attempt, ctx.clock.now(), fan=fan),
+            )
+    except Exception as failure:
+        await settle_by_refund(ctx, attempt)
+        if isinstance(failure, NotConfirmable):
+            raise reservation_not_held(str(failure)) from None
+        raise
+
+
+async def _stored_answer(
+    conn: AsyncConnection,
+    scope: str,
+    request_id: uuid.UUID | None,
+    request: payment_pb2.PayRequest,
+) -> payment_pb2.PayResponse | None:
+    """The first answer to this request id, before any money moves (AIP-155).
+
+    run_once in the confirmation stores it; checking here too means a retry
+    never charges, and a reused id is refused before it charges.
+    """
+    if request_id is None:
+        return None
+    cursor = await conn.execute(
+        "SELECT fingerprint, response FROM idempotency_keys WHERE scope = %s AND request_id = %s",
+        (scope, request_id),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[1] is None:
+        return None
+    if bytes(row[0]) != fingerprint(request):
+        raise InvalidArgument(
+            [FieldViolation("request_id", "already used for a different request")],
+            reason="REQUEST_ID_REUSED",
+        )
+    return payment_pb2.PayResponse.FromString(bytes(row[1]))
+
+
+async def _begin_attempt(
+    conn: AsyncConnection,
+    fan: Fan,
+    reservation_id: uuid.UUID,
+    request_id: uuid.UUID | None,
+    now: datetime,
+) -> Attempt:
+    # The reservation's row lock: concurrent Pays of it take turns here, and
+    # the second finds the first's attempt.
+    cursor = await conn.execute(
+        "SELECT state, expires_at, price FROM reservations"
+        " WHERE id = %s AND user_id = %s FOR UPDATE",
+        (reservation_id, fan.user_id),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        raise reservation_not_found()
+    state, expires_at, price = row
+    if state == "held" and expires_at <= now:
+        state = "expired"
+    if state != "held":
+        raise reservation_not_held(f"it is {state}")
+    await require_live_token(conn, fan, now)
+    cursor = await conn.execute(
+        "SELECT state FROM payment_attempts"
+        " WHERE reservation_id = %s AND state IN ('charging', 'confirmed')",
+        (reservation_id,),
+    )
+    if (live := await cursor.fetchone()) is not None:
+        if live[0] == "confirmed":
+            raise reservation_not_held("it is paid")
+        raise Aborted(
+            "PAYMENT_IN_PROGRESS",
+            "another payment of this reservation is under way",
+            retry_after_seconds=1.0,
+        )
+    attempt = Attempt(uuid.uuid4(), reservation_id, fan.user_id, fan.token_id, price, request_id)
+    await conn.execute(
+        "INSERT INTO payment_attempts (id, reservation_id, user_id, token_id, amount, request_id,"
+        " state, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'charging', %s, %s)",
+        (
+            attempt.id,
+            reservation_id,
+            fan.user_id,
+            fan.token_id,
+            price,
+            request_id,
+            now,
+            now,
+        ),
+    )
+    return attempt
+
+
+async def confirm_attempt(
+    conn: AsyncConnection, attempt: Attempt, now: datetime, *, fan: Fan | None
+) -> payment_pb2.PayResponse:
+    """The confirmation transaction (the caller opened it). Raises NotConfirmable.
+
+    fan is the caller when Pay confirms (its token must still be live); None
+    when the reconciliation job confirms a charge whose call died.
+    """
+    cursor = await conn.execute(
+        "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE", (attempt.id,)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    if row[0] == "confirmed":  # the reconciliation job got there first
+        return payment_pb2.PayResponse(payment=await _payment_of(conn, attempt.reservation_id))
+    if row[0] != "charging":
+        raise NotConfirmable("the charge was already refunded")
+    if fan is not None:
+        await require_live_token(conn, fan, now)
+    cursor = await conn.execute(
+        "SELECT state, expires_at, date_id, seat_number FROM reservations"
+        " WHERE id = %s AND user_id = %s FOR UPDATE",
+        (attempt.reservation_id, attempt.user_id),
+    )
+    reservation = await cursor.fetchone()
+    assert reservation is not None
+    state, expires_at, date_id, seat_number = reservation
+    if state != "held" or expires_at <= now:
+        raise NotConfirmable("the hold expired" if state == "held" else f"it is {state}")
+    payment_id = uuid.uuid4()
+    cursor = await conn.execute(
+        "INSERT INTO payments (id, reservation_id, user_id, amount, charge_key, state, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, 'completed', %s)"
+        " ON CONFLICT (reservation_id) DO NOTHING RETURNING " + _PAYMENT_COLUMNS,
+        (payment_id, attempt.reservation_id, attempt.user_id, attempt.amount, attempt.id, now),
+    )
+    payment = await cursor.fetchone()
+    if payment is None:
+        raise NotConfirmable("a payment for it already exists")
+    cursor = await conn.execute(
+        "UPDATE seats SET sold = true, held_until = NULL"
+        " WHERE date_id = %s AND seat_number = %s AND reservation_id = %s"
+        " AND NOT sold AND held_until > %s",
+        (date_id, seat_number, attempt.reservation_id, now),
+    )
+    if cursor.rowcount != 1:
+        raise NotConfirmable("the seat is no longer held for it")
+    await conn.execute(
+        "UPDATE reservations SET state = 'paid' WHERE id = %s", (attempt.reservation_id,)
+    )
+    await conn.execute(
+        "UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %s",
+        (date_id,),
+    )
+    await _move_attempt(conn, attempt.id, "charging", "confirmed", now)
+    await complete_token(conn, attempt.token_id, now)
+    return payment_pb2.PayResponse(payment=payment_message(payment))
+
+
+async def _payment_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> payment_pb2.Payment:
+    cursor = await conn.execute(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE reservation_id = %s", (reservation_id,)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return payment_message(row)
+
+
+async def _move_attempt(
+    conn: AsyncConnection, attempt_id: uuid.UUID, from_state: str, to_state: str, now: datetime
+) -> bool:
+    cursor = await conn.execute(
+        "UPDATE payment_attempts SET state = %s, updated_at = %s WHERE id = %s AND state = %s",
+        (to_state, now, attempt_id, from_state),
+    )
+    return cursor.rowcount == 1
+
+
+async def settle_by_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState | None:
+    """Give back whatever the attempt took; None if the gateway must be asked again later.
+
+    The attempt is claimed ('refunding') before the gateway is asked, so the
+    reconciliation job cannot confirm a charge that is being refunded.
+    """
+    async with ctx.pool.connection() as conn:
+        claimed = await _move_attempt(conn, attempt.id, "charging", "refunding", ctx.clock.now())
+    if not claimed:
+        return None
+    return await _finish_refund(ctx, attempt)
+
+
+async def _finish_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState | None:
+    try:
+        result = await ctx.gateway.refund(attempt.id, attempt.user_id)
+    except Exception:
+        log.warning(
+            "refund of attempt %s failed; reconciliation retries", attempt.id, exc_info=True
+        )
+        return None
+    async with ctx.pool.connection() as conn:
+        await _move_attempt(conn, attempt.id, "refunding", "refunded", ctx.clock.now())
+    return result
+
+
+async def reconcile_payments(ctx: ServiceContext, conn: AsyncConnection) -> dict[str, int]:
+    """The reconciliation job: settle attempts whose Pay call died or gave up.
+
+    'charging': ask the gateway. Charged: confirm if the reservation is still
+    valid, else refund. Never charged: void the key (refund), so a charge
+    still on its way is refused. 'refunding': ask for the refund again.
+    """
+    now = ctx.clock.now()
+    cursor = await conn.execute(
+        "SELECT id, reservation_id, user_id, token_id, amount, request_id, state"
+        " FROM payment_attempts WHERE state IN ('charging', 'refunding') AND updated_at <= %s"
+        " ORDER BY updated_at LIMIT %s",
+        (now - RECONCILE_AFTER, RECONCILE_BATCH),
+    )
+    counts = {"confirmed": 0, "refunded": 0, "pending": 0}
+    for row in await cursor.fetchall():
+        attempt = Attempt(*row[:6])
+        settled: str | ChargeState | None
+        if row[6] == "refunding":
+            settled = await _finish_refund(ctx, attempt)
+        else:
+            settled = await _reconcile_charging(ctx, conn, attempt)
+        if settled == "confirmed":
+            counts["confirmed"] += 1
+        elif settled is None:
+            counts["pending"] += 1
+        else:
+            counts["refunded"] += 1
+    return counts
+
+
+async def _reconcile_charging(
+    ctx: ServiceContext, conn: AsyncConnection, attempt: Attempt
+) -> str | ChargeState | None:
+    try:
+        found = await ctx.gateway.lookup(attempt.id)
+    except Exception:
+        log.warning("gateway lookup of attempt %s failed", attempt.id, exc_info=True)
+        return None
+    if found is ChargeState.CHARGED:
+        request = payment_pb2.PayRequest(
+            reservation_id=str(attempt.reservation_id),
+            request_id=str(attempt.request_id) if attempt.request_id else "",
+        )
+        try:
+            async with conn.transaction():
+                await run_once(
+                    conn,
+                    ctx.clock,
+                    scope=_pay_scope(attempt.user_id),
+                    request_id=attempt.request_id,
+                    request=request,
+                    response_type=payment_pb2.PayResponse,
+                    execute=lambda: confirm_attempt(conn, attempt, ctx.clock.now(), fan=None),
+                )
+            return "confirmed"
+        except NotConfirmable:
+            pass
+    return await settle_by_refund(ctx, attempt)
+
+
+async def get_payment(
+    ctx: ServiceContext, fan: Fan, request: payment_pb2.GetPaymentRequest
+) -> payment_pb2.GetPaymentResponse:
+    violations = Violations()
+    payment_id = parse_uuid(violations, "payment_id", request.payment_id)
+    violations.raise_if_any()
+    async with ctx.pool.connection() as conn:
+        cursor = await conn.execute(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = %s AND user_id = %s",
+            (payment_id, fan.user_id),
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound("PAYMENT_NOT_FOUND", "no such payment")
+    return payment_pb2.GetPaymentResponse(payment=payment_message(row))

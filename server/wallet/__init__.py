@@ -1,0 +1,1 @@
+"""Wallets: balances that change only through the append-only ledger."""

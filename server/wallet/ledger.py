@@ -1,0 +1,102 @@
+"""The SQL of the wallet aggregate: a balance and its append-only ledger.
+
+Every change is ONE statement that moves the balance and appends the ledger
+row together, guarded by the bounds in its WHERE clause. The UPDATE takes the
+wallet's row lock, so concurrent changes to one wallet queue up and none is
+lost; the CHECK on wallets is the last line of defence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from psycopg import AsyncConnection
+
+MAX_BALANCE = 1_000_000_000
+
+
+class EntryKind(StrEnum):
+    CHARGE = "charge"  # money added by WalletService.Charge
+    PAYMENT = "payment"  # money taken by the payment module
+    REFUND = "refund"  # money the payment module gave back
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: int
+    balance: int
+
+
+class WalletNotFound(Exception):
+    pass
+
+
+class InsufficientBalance(Exception):
+    pass
+
+
+class BalanceLimitExceeded(Exception):
+    pass
+
+
+_APPLY = """
+WITH moved AS (
+    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
+     WHERE user_id = %(user_id)s AND balance + %(delta)s BETWEEN 0 AND %(max)s
+    RETURNING user_id, balance
+)
+INSERT INTO wallet_ledger (user_id, amount, kind, reference, balance_after, created_at)
+SELECT user_id, %(delta)s, %(kind)s, %(reference)s, balance, %(now)s FROM moved
+RETURNING id, balance_after
+"""
+
+
+async def apply_entry(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    delta: int,
+    kind: EntryKind,
+    reference: uuid.UUID | None,
+    now: datetime,
+) -> Entry:
+    """Move the balance by delta and record it; raise if the wallet or a bound says no."""
+    if delta == 0:
+        raise ValueError("a ledger entry moves money")
+    cursor = await conn.execute(
+        _APPLY,
+        {
+            "delta": delta,
+            "now": now,
+            "user_id": user_id,
+            "max": MAX_BALANCE,
+            "kind": kind.value,
+            "reference": reference,
+        },
+    )
+    row = await cursor.fetchone()
+    if row is not None:
+        return Entry(entry_id=row[0], balance=row[1])
+    balance = await read_balance(conn, user_id)
+    if balance is None:
+        raise WalletNotFound(user_id)
+    if delta < 0:
+        raise InsufficientBalance(user_id)
+    raise BalanceLimitExceeded(user_id)
+
+
+async def read_balance(conn: AsyncConnection, user_id: uuid.UUID) -> int | None:
+    cursor = await conn.execute("SELECT balance FROM wallets WHERE user_id = %s", (user_id,))
+    row = await cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def read_wallet(conn: AsyncConnection, user_id: uuid.UUID) -> tuple[int, datetime] | None:
+    """(balance, updated_at) of the user's wallet, if any."""
+    cursor = await conn.execute(
+        "SELECT balance, updated_at FROM wallets WHERE user_id = %s", (user_id,)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else (int(row[0]), row[1])
