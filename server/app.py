@@ -27,6 +27,7 @@ from concert.v1 import (
 )
 from server import api
 from server.admin_auth import AdminKeyInterceptor
+from server.booking.install import install_booking
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.context import ServiceContext
@@ -120,6 +121,7 @@ async def build_app(
         ctx.metrics.watch_pool(pool)
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
         install_queue(ctx)
+        install_booking(ctx)
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
             options=[

@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.accounts.passwords import PasswordHasher
 from server.accounts.runtime import AccountRuntime
+from server.booking.gateway import PaymentGateway, WalletGateway
 from server.clock import Clock
 from server.config import Settings
 from server.jobs import JobRunner
@@ -36,10 +37,13 @@ class ServiceContext:
     accounts: AccountRuntime = field(init=False)
     # The queue's admission state in memory, its notifier and watchers (server.queue).
     queue: QueueRuntime = field(init=False)
+    # The payment module (server.booking.gateway); tests swap in a faulty one.
+    gateway: PaymentGateway = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))
         self.queue = QueueRuntime(self.settings, self.pool, self.clock)
+        self.gateway = WalletGateway(self.pool, self.clock)
 
         async def close_hasher() -> None:
             self.accounts.hasher.close()
