@@ -1,4 +1,4 @@
-"""Command line: `python -m server [serve|migrate|seed-demo]`.
+"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck]`.
 
 Configuration comes from CONCERT_* environment variables (see server.config);
 a bad value stops the process with a one-line error and exit code 2.
@@ -14,6 +14,7 @@ import sys
 
 from server.config import ConfigError, Settings
 from server.db.embedded import EmbeddedPostgresUnavailable, start_embedded_postgres
+from server.observability.logs import configure_logging
 
 log = logging.getLogger("server")
 
@@ -21,7 +22,10 @@ log = logging.getLogger("server")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=("serve", "migrate", "seed-demo")
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "migrate", "seed-demo", "healthcheck"),
     )
     args = parser.parse_args(argv)
     try:
@@ -29,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "healthcheck":
+        from server.observability.healthcheck import check_health
+
+        return check_health(settings)
     try:
         database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
     except EmbeddedPostgresUnavailable as exc:

@@ -61,6 +61,11 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.metrics_listen and self.workers > 1:
+            raise ConfigError(
+                "CONCERT_METRICS_LISTEN: one metrics port cannot serve several workers; "
+                "run CONCERT_WORKERS=1 per container and scale containers instead"
+            )
         if self.pool_min_size > self.pool_max_size:
             raise ConfigError(
                 "CONCERT_POOL_MIN_SIZE: must not exceed CONCERT_POOL_MAX_SIZE "
