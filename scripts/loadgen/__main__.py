@@ -1,0 +1,288 @@
+"""scripts/bench: the load test, from an empty machine to the tables.
+
+For every combination of --workers, --concurrency and --scenario: a fresh
+database, a fresh server (`python -m server`, CONCERT_WORKERS=workers), data
+prepared in bulk, then for each measured stage a separate load generator
+process (loadgen.drive) that first measures the baseline, Health/Check, and
+then the stage, with the same client and the same bounds. Prints a table per
+method (throughput, latency percentiles, status codes, peak server RSS, the
+ratio to the baseline measured just before it) and the issue's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# The orchestrator starts subprocesses while its channel is open; they exec at
+# once, so gRPC's fork handlers have nothing to protect (and would warn).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc
+import psycopg
+
+from loadgen import cluster, report
+from loadgen.prepare import Preparer, measure_hash_seconds
+from loadgen.scenarios import SCENARIOS, Options, Setup, baseline
+from loadgen.targets import evaluate
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent
+# Admission wide open for everything but the on-sale day, which sets its own.
+OPEN_CAPACITY = 1_000_000
+
+
+def _int_list(raw: str) -> list[int]:
+    values = [int(part) for part in raw.split(",") if part.strip()]
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
+def _scenarios(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for name in names:
+        if name not in SCENARIOS:
+            raise argparse.ArgumentTypeError(
+                f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}"
+            )
+    return names
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument(
+        "--scenario",
+        type=_scenarios,
+        default=["methods"],
+        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: methods)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_int_list, default=[64], help="clients in flight, e.g. 16,64"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=3000, help="at most this many calls per phase"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="at most this many seconds per phase"
+    )
+    parser.add_argument("--workers", type=_int_list, default=[1], help="server processes, e.g. 1,2")
+    parser.add_argument("--users", type=int, default=10_000, help="on-sale day: fans")
+    parser.add_argument("--seats", type=int, default=1_000, help="seats of the on-sale date")
+    parser.add_argument(
+        "--capacity", type=int, default=1_000, help="on-sale day: admission capacity"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where results go")
+    args = parser.parse_args(argv)
+    if args.seats > 10_000:
+        parser.error("--seats: one date has at most 10,000 seats")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    hash_cost = int(os.environ.get("CONCERT_PASSWORD_HASH_COST") or 14)
+    rows: list[report.Row] = []
+    extras: list[dict[str, Any]] = []
+    machine = _machine()
+    print(f"machine: {machine}", file=sys.stderr)
+    started = time.monotonic()
+    with cluster.postgres(os.environ.get("CONCERT_DATABASE_URL")) as postgres_url:
+        for workers in args.workers:
+            for concurrency in args.concurrency:
+                options = Options(
+                    concurrency=concurrency,
+                    requests=args.requests,
+                    duration=args.duration,
+                    users=args.users,
+                    seats=args.seats,
+                    capacity=args.capacity,
+                    hash_cost=hash_cost,
+                )
+                for scenario in args.scenario:
+                    new_rows, new_extras = await _scenario(
+                        scenario, workers, options, postgres_url, args.out
+                    )
+                    rows += new_rows
+                    extras += new_extras
+                    print(report.table(new_rows), file=sys.stderr)
+    text = report.table(rows)
+    verdicts = evaluate(rows, extras)
+    print()
+    print(text)
+    print()
+    for extra in extras:
+        print(json.dumps(extra))
+    print()
+    print(verdicts)
+    print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f}s; results in {args.out}/")
+    (args.out / "table.md").write_text(text + "\n\n" + verdicts + "\n")
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "rows": [r.as_json() for r in rows],
+                "extras": extras,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    return 0
+
+
+async def _scenario(
+    scenario: str, workers: int, options: Options, postgres_url: str, out: Path
+) -> tuple[list[report.Row], list[dict[str, Any]]]:
+    rows: list[report.Row] = []
+    extras: list[dict[str, Any]] = []
+    prepares = SCENARIOS[scenario] or [None]
+    with cluster.fresh_database(postgres_url) as database_url:
+        with cluster.server(database_url, workers, out) as server:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                preparer = Preparer(channel, cluster.ADMIN_KEY)
+                setup = Setup(database_url, preparer, cluster.ADMIN_KEY, options)
+                if scenario != "baseline":
+                    await preparer.set_capacity(OPEN_CAPACITY)
+                for prepare in prepares:
+                    label = f"{scenario}-w{workers}-c{options.concurrency}"
+                    extra: dict[str, Any] = {
+                        "scenario": scenario,
+                        "workers": workers,
+                        "concurrency": options.concurrency,
+                    }
+                    if scenario == "storm":
+                        # The KDF's own limit, measured now, on this machine, server idle.
+                        seconds = measure_hash_seconds(options.hash_cost)
+                        extra["hash_seconds"] = seconds
+                        extra["kdf_limit_per_second"] = (os.cpu_count() or 1) / seconds
+                    phases = [] if prepare is None else await prepare(setup)
+                    if prepare is not None:
+                        label = f"{prepare.__name__}-w{workers}-c{options.concurrency}"
+                    results = _drive(
+                        server.address, options, [baseline(options), phases], out, label
+                    )
+                    base = next(r for r in results if r["name"].endswith("(baseline)"))
+                    base_row = _row(base, scenario, workers, options, server)
+                    for result in results:
+                        if not result["method"]:
+                            extra.update(result["extra"])
+                            continue
+                        row = _row(result, scenario, workers, options, server)
+                        row.baseline_rate = base_row.rate
+                        rows.append(row)
+                    if scenario == "onsale":
+                        extra.update(await _oversold(database_url, phases[0]["date_id"]))
+                    memory = [
+                        (t, max(tree.values(), default=0)) for t, tree in server.memory.samples
+                    ]
+                    report.chart(results, memory, out / f"{label}.png", label)
+                    extra["chart"] = str(out / f"{label}.png")
+                    extra["peak_rss_mib_per_process"] = (
+                        server.memory.peak_per_process() / report.MIB
+                    )
+                    extra["peak_rss_mib_total"] = server.memory.peak_total() / report.MIB
+                    extras.append(extra)
+    return rows, extras
+
+
+def _row(
+    result: dict[str, Any], scenario: str, workers: int, options: Options, server: Any
+) -> report.Row:
+    peak = server.memory.peak_per_process(result["began"], result["ended"])
+    concurrency = options.concurrency
+    return report.row_from(result, scenario, workers, concurrency, peak)
+
+
+def _drive(
+    address: str, options: Options, stages: list[list[dict[str, Any]]], out: Path, label: str
+) -> list[dict[str, Any]]:
+    stages = [stage for stage in stages if stage]
+    plan = {
+        "target": address,
+        "channels": max(2, min(16, options.concurrency // 4)),
+        "stages": stages,
+    }
+    plan_path = out / f"{label}.plan.json"
+    result_path = out / f"{label}.result.json"
+    plan_path.write_text(json.dumps(plan))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SCRIPTS_DIR), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "loadgen.drive", str(plan_path), str(result_path)],
+        env=env,
+        check=True,
+    )
+    results: list[dict[str, Any]] = json.loads(result_path.read_text())
+    # The plan and raw calls are large and rebuilt by every run: keep the summary only.
+    plan_path.unlink()
+    result_path.unlink()
+    return results
+
+
+async def _oversold(database_url: str, date_id: str) -> dict[str, Any]:
+    """What the database says was sold; oversold: seats paid twice, or beyond the date."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(DISTINCT (r.date_id, r.seat_number))"
+            " FROM payments p JOIN reservations r ON r.id = p.reservation_id"
+            " WHERE p.state = 'completed' AND r.date_id = %s",
+            (date_id,),
+        )
+        paid, distinct_seats = await cursor.fetchone() or (0, 0)
+        cursor = await conn.execute(
+            "SELECT total_seat_count, sold_seat_count,"
+            " (SELECT count(*) FROM seats WHERE date_id = d.id AND sold)"
+            " FROM concert_dates d WHERE id = %s",
+            (date_id,),
+        )
+        total, sold_counter, sold_seats = await cursor.fetchone() or (0, 0, 0)
+    return {
+        "db_completed_payments": paid,
+        "db_seats_sold": sold_seats,
+        "db_sold_seat_count": sold_counter,
+        "db_total_seats": total,
+        "oversold": (paid - distinct_seats) + max(0, sold_seats - total),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

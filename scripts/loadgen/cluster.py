@@ -1,0 +1,192 @@
+"""What a benchmark runs against: a PostgreSQL server, a fresh database, the server process.
+
+Everything listens on loopback. The embedded PostgreSQL lives in a temporary
+directory for the run and is stopped at the end; with CONCERT_DATABASE_URL the
+run creates (and drops) its own databases on that server instead. Each server
+is `python -m server` in its own process (with CONCERT_WORKERS it forks its
+workers), and a sampler thread follows the peak RSS of its process tree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
+
+ADMIN_KEY = "bench-admin-key-0123456789abcdef"
+START_TIMEOUT_SECONDS = 90.0
+
+
+@contextmanager
+def postgres(external_url: str | None) -> Iterator[str]:
+    """The URL of a PostgreSQL server for this run (embedded unless external_url)."""
+    if external_url:
+        yield external_url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    with tempfile.TemporaryDirectory(prefix="concert-bench-pg-") as directory:
+        server = pgserver.get_server(Path(directory) / "pgdata", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"concert_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conninfo = psycopg.conninfo.conninfo_to_dict(server_url)
+    conninfo["dbname"] = name
+    try:
+        yield psycopg.conninfo.make_conninfo(**conninfo)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class MemorySamples:
+    """Peak RSS of the server's process tree, sampled every `interval` seconds."""
+
+    interval: float = 0.1
+    samples: list[tuple[float, dict[int, int]]] = field(default_factory=list)
+
+    def peak_per_process(self, start: float = 0.0, end: float = float("inf")) -> int:
+        return max(
+            (rss for t, tree in self.samples if start <= t <= end for rss in tree.values()),
+            default=0,
+        )
+
+    def peak_total(self, start: float = 0.0, end: float = float("inf")) -> int:
+        return max((sum(tree.values()) for t, tree in self.samples if start <= t <= end), default=0)
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    address: str
+    workers: int
+    log_path: Path
+    memory: MemorySamples = field(default_factory=MemorySamples)
+    _stop_sampling: threading.Event = field(default_factory=threading.Event)
+
+    def pids(self) -> list[int]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root.pid, *(c.pid for c in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def worker_pids(self) -> list[int]:
+        pids = self.pids()
+        return pids[1:] if self.workers > 1 else pids[:1]
+
+    def _sample(self) -> None:
+        while not self._stop_sampling.wait(self.memory.interval):
+            tree: dict[int, int] = {}
+            for pid in self.pids():
+                try:
+                    tree[pid] = psutil.Process(pid).memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            self.memory.samples.append((time.monotonic(), tree))
+
+    def stop(self) -> int:
+        self._stop_sampling.set()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@contextmanager
+def server(
+    database_url: str, workers: int, out_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """`python -m server` on a free loopback port, SERVING, stopped on exit."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "CONCERT_DATABASE_URL": database_url,
+        "CONCERT_LISTEN": address,
+        "CONCERT_WORKERS": str(workers),
+        "CONCERT_ADMIN_KEY": ADMIN_KEY,
+        "CONCERT_SEED_DEMO": "false",
+        "CONCERT_LOG_LEVEL": "WARNING",
+        "CONCERT_SHUTDOWN_GRACE_SECONDS": "5",
+        **(extra_env or {}),
+    }
+    log_path = out_dir / f"server-{address.rpartition(':')[2]}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    running = ServerProcess(process, address, workers, log_path)
+    try:
+        _wait_serving(running)
+        threading.Thread(target=running._sample, name="rss-sampler", daemon=True).start()
+        yield running
+    finally:
+        code = running.stop()
+        if code != 0:
+            print(f"warning: server exited with {code}; see {log_path}", file=sys.stderr)
+
+
+def _wait_serving(running: ServerProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {running.process.returncode}:\n"
+                + running.log_path.read_text()[-3000:]
+            )
+        # Each worker prints this line once its gRPC server has started.
+        started = running.log_path.read_text().count("concert.v1 listening on")
+        if started >= running.workers and _serving(running.address):
+            return
+        time.sleep(0.2)
+    running.process.kill()
+    raise RuntimeError(f"server did not start within {START_TIMEOUT_SECONDS}s")
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,171 @@
+"""The load generator process: drives planned gRPC calls and records every outcome.
+
+    python -m loadgen.drive PLAN.json RESULT.json
+
+It runs apart from the orchestrator (which prepares data and samples the
+server's memory) so that its CPU is the client's and nothing else. A plan is a
+list of stages run one after the other; a stage is a list of phases run at the
+same time (a sign-in storm beside a GetQueueStatus probe). A phase sends
+prepared, already-serialised requests (bytes in, bytes out: the client spends
+no time on protobuf) from `concurrency` coroutines spread over several
+channels, until `requests` calls are done or `duration` seconds have passed,
+whichever comes first. The on-sale day is a phase of its own kind, a scripted
+crowd of fans (see onsale.py).
+
+Every call's start (monotonic, comparable across processes), latency and
+status code are recorded; the orchestrator turns them into the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from tqdm import tqdm
+
+# Each channel its own TCP connection: with CONCERT_WORKERS > 1 the kernel
+# spreads connections (not calls) across the workers sharing the port.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+CALL_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Recorder:
+    """The outcomes of one phase (or one step of the on-sale day)."""
+
+    name: str
+    method: str
+    starts: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    first_errors: dict[str, str] = field(default_factory=dict)
+    began: float = 0.0
+    ended: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, started: float, ended: float, code: str, message: str = "") -> None:
+        self.starts.append(started)
+        self.latencies.append(ended - started)
+        self.codes.append(code)
+        if code != "OK" and code not in self.first_errors:
+            self.first_errors[code] = message[:300]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "began": self.began,
+            "ended": self.ended,
+            "starts": self.starts,
+            "latencies": self.latencies,
+            "codes": self.codes,
+            "status_counts": dict(Counter(self.codes)),
+            "first_errors": self.first_errors,
+            "extra": self.extra,
+        }
+
+
+class Channels:
+    def __init__(self, target: str, count: int) -> None:
+        self.channels = [
+            grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)
+        ]
+
+    def unary(self, index: int, method: str) -> grpc.aio.UnaryUnaryMultiCallable:
+        channel = self.channels[index % len(self.channels)]
+        return channel.unary_unary(method)  # bytes in, bytes out
+
+    def stream(self, index: int, method: str) -> grpc.aio.UnaryStreamMultiCallable:
+        channel = self.channels[index % len(self.channels)]
+        return channel.unary_stream(method)
+
+    async def ready(self) -> None:
+        await asyncio.gather(*(c.channel_ready() for c in self.channels))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.channels))
+
+
+async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -> Recorder:
+    method = phase["method"]
+    calls = [
+        (base64.b64decode(c["request"]), tuple(tuple(m) for m in c["metadata"]))
+        for c in phase["calls"]
+    ]
+    requests = int(phase["requests"])
+    recorder = Recorder(phase["name"], method)
+    issued = 0
+    recorder.began = time.monotonic()
+    deadline = recorder.began + float(phase["duration"])
+
+    async def client(index: int) -> None:
+        nonlocal issued
+        call = channels.unary(index, method)
+        while issued < requests and time.monotonic() < deadline:
+            request, metadata = calls[issued % len(calls)]
+            issued += 1
+            started = time.monotonic()
+            try:
+                await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as error:
+                recorder.record(started, time.monotonic(), error.code().name, error.details() or "")
+            else:
+                recorder.record(started, time.monotonic(), "OK")
+            progress.update()
+
+    await asyncio.gather(*(client(i) for i in range(int(phase["concurrency"]))))
+    recorder.ended = time.monotonic()
+    return recorder
+
+
+async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    channels = Channels(plan["target"], int(plan["channels"]))
+    await channels.ready()
+    results: list[dict[str, Any]] = []
+    try:
+        for stage in plan["stages"]:
+            total = sum(
+                int(p["requests"]) if p.get("kind", "calls") == "calls" else int(p["fans"])
+                for p in stage
+            )
+            label = " + ".join(p["name"] for p in stage)
+            with tqdm(
+                total=total, desc=label[:60], unit="call", file=sys.stderr, mininterval=1.0
+            ) as bar:
+                recorders = await asyncio.gather(*(_run(channels, p, bar) for p in stage))
+            for group in recorders:
+                results.extend(r.as_json() for r in group)
+    finally:
+        await channels.close()
+    return results
+
+
+async def _run(channels: Channels, phase: dict[str, Any], progress: tqdm) -> list[Recorder]:
+    if phase.get("kind", "calls") == "calls":
+        return [await run_phase(channels, phase, progress)]
+    if phase["kind"] == "onsale":
+        from loadgen.onsale import run_onsale
+
+        return await run_onsale(channels, phase, progress)
+    raise ValueError(f"unknown phase kind {phase['kind']!r}")
+
+
+def main(argv: list[str]) -> int:
+    plan_path, result_path = argv
+    with open(plan_path) as handle:
+        plan = json.load(handle)
+    results = asyncio.run(run_plan(plan))
+    with open(result_path, "w") as handle:
+        json.dump(results, handle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
