@@ -1,0 +1,146 @@
+"""IssueToken: atomic numbers, one place per fan, every credential error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from concert.v1 import queue_pb2
+from server.accounts.sessions import issue_session
+from server.app import App
+from server.clock import FakeClock
+from server.queue.tokens import read_queue_token
+from tests.queue.helpers import PASSWORD, fetch_one, insert_users
+from tests.support import Stubs, error_details
+
+
+def by_session(token: str) -> queue_pb2.IssueTokenRequest:
+    return queue_pb2.IssueTokenRequest(session_token=token)
+
+
+def by_password(email: str, password: str) -> queue_pb2.IssueTokenRequest:
+    return queue_pb2.IssueTokenRequest(
+        password=queue_pb2.PasswordCredential(email=email, password=password)
+    )
+
+
+@pytest.mark.slow
+async def test_a_thousand_concurrent_issues_get_distinct_consecutive_numbers(app: App) -> None:
+    users = await insert_users(app, 1000)
+    # Four client connections, like many fans' devices; all 1,000 calls in flight at once.
+    channels = [grpc.aio.insecure_channel(app.address) for _ in range(4)]
+    try:
+        clients = [Stubs.on(channel) for channel in channels]
+        replies = await asyncio.gather(
+            *(
+                clients[i % len(clients)].queue.IssueToken(by_session(session))
+                for i, (_, _, session) in enumerate(users)
+            )
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    numbers = [r.status.queue_number for r in replies]
+    assert sorted(numbers) == list(range(1, len(users) + 1))
+    claims = [read_queue_token(app.ctx.signer, r.token) for r in replies]
+    assert [c.user_id if c else None for c in claims] == [u for u, _, _ in users]
+    assert await fetch_one(
+        app, "SELECT count(*), count(DISTINCT user_id), max(queue_number) FROM queue_tokens"
+    ) == (len(users), len(users), len(users))
+
+
+async def test_the_same_fan_twice_at_once_gets_one_token(app: App, stubs: Stubs) -> None:
+    [(user_id, email, session)] = await insert_users(app, 1)
+    requests = [by_session(session)] * 10 + [by_password(email, PASSWORD)] * 2
+    replies = await asyncio.gather(*(stubs.queue.IssueToken(r) for r in requests))
+    assert {r.status.queue_number for r in replies} == {1}
+    ids = {read_queue_token(app.ctx.signer, r.token).token_id for r in replies}  # type: ignore[union-attr]
+    assert len(ids) == 1
+    assert await fetch_one(
+        app, "SELECT count(*) FROM queue_tokens WHERE user_id = %s", user_id
+    ) == (1,)
+
+
+async def test_issue_replies_with_number_people_ahead_and_expiry(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    users = await insert_users(app, 4)  # capacity is 2 in these tests
+    replies = [await stubs.queue.IssueToken(by_session(s)) for _, _, s in users]
+    states = [(r.status.queue_number, r.status.people_ahead, r.status.state) for r in replies]
+    assert states == [
+        (1, 0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
+        (2, 0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
+        (3, 1, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (4, 2, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+    ]
+    expire = replies[0].status.expire_time.ToDatetime().replace(tzinfo=clock.now().tzinfo)
+    assert (expire - clock.now()).total_seconds() == app.ctx.settings.token_ttl_seconds
+    claims = read_queue_token(app.ctx.signer, replies[0].token)
+    assert claims is not None and claims.expire_time == expire
+
+
+async def test_unknown_email_and_wrong_password_are_the_same_error(app: App, stubs: Stubs) -> None:
+    [(_, email, _)] = await insert_users(app, 1)
+    seen = []
+    for request in (by_password(email, "wrong password"), by_password("no@such.fan", PASSWORD)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.queue.IssueToken(request)
+        details = error_details(err.value)
+        seen.append((details.code, details.reason, details.message))
+    assert seen[0] == seen[1]
+    assert seen[0][:2] == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+
+
+async def test_forged_or_expired_session_is_invalid_credentials(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    [(user_id, _, session)] = await insert_users(app, 1)
+    forged = session[:-4] + ("AAAA" if not session.endswith("AAAA") else "BBBB")
+    expired = issue_session(app.ctx.signer, user_id, clock.now(), -1)[0]
+    for credential in (forged, expired, "not.a-token", "x"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.queue.IssueToken(by_session(credential))
+        details = error_details(err.value)
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "INVALID_CREDENTIALS",
+        ), credential
+
+
+@pytest.mark.parametrize(
+    ("request_", "bad"),
+    [
+        (queue_pb2.IssueTokenRequest(), {"credential"}),
+        (by_password("", ""), {"password.email", "password.password"}),
+        (by_password("a@b.co", "p" * 200), {"password.password"}),
+        (by_session("s" * 3000), {"session_token"}),
+    ],
+)
+async def test_issue_validates_its_credential(
+    stubs: Stubs, request_: queue_pb2.IssueTokenRequest, bad: set[str]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.queue.IssueToken(request_)
+    details = error_details(err.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.bad_fields == bad
+
+
+async def test_after_expiry_a_fan_gets_a_new_place_and_the_old_one_counts_once(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    [(_, _, session)] = await insert_users(app, 1)
+    first = await stubs.queue.IssueToken(by_session(session))
+    clock.advance(app.ctx.settings.token_ttl_seconds)
+    # Expired but not yet swept by the job: the issue ends it and counts it.
+    second = await stubs.queue.IssueToken(by_session(session))
+    assert (first.status.queue_number, second.status.queue_number) == (1, 2)
+    assert await fetch_one(app, "SELECT state FROM queue_tokens WHERE queue_number = 1") == (
+        "expired",
+    )
+    assert app.ctx.queue.state.completed_count == 1
+    run = await app.ctx.jobs.run_now("queue.expire_stale_tokens")
+    assert run.result == 0
+    assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
