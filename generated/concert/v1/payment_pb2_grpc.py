@@ -81,6 +81,8 @@ class PaymentServiceServicer:
         cancelled, or is already paid; any money taken was refunded.
         - FAILED_PRECONDITION (reason TOKEN_COMPLETED): the token was used up by
         another payment.
+        - ABORTED (reason PAYMENT_IN_PROGRESS, with RetryInfo): another Pay of
+        this reservation is under way; nothing was charged by this call.
         - UNAVAILABLE (reason PAYMENT_GATEWAY_UNAVAILABLE): the payment module
         failed; nothing was charged, or the charge will be reconciled.
         """
