@@ -47,3 +47,38 @@ async def fetch_one(app: App, query: str, *params: object) -> tuple:
         row = await cursor.fetchone()
     assert row is not None
     return row
+
+
+async def issue_all(app: App, stubs: object, count: int) -> list[tuple[uuid.UUID, str]]:
+    """count fans in line, in order: (user id, queue token); numbers 1..count."""
+    from concert.v1 import queue_pb2
+
+    tokens = []
+    for user_id, _, session in await insert_users(app, count):
+        reply = await stubs.queue.IssueToken(  # type: ignore[attr-defined]
+            queue_pb2.IssueTokenRequest(session_token=session)
+        )
+        tokens.append((user_id, reply.token))
+    return tokens
+
+
+async def settle(app: App, completed_count: int) -> None:
+    """Wait until this process has learned (by NOTIFY) of the given completed_count."""
+    import asyncio
+
+    for _ in range(500):
+        if app.ctx.queue.state.completed_count >= completed_count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"completed_count {completed_count} never arrived by NOTIFY")
+
+
+async def complete(app: App, token: str) -> bool:
+    """Complete a token as a payment would, in its own transaction."""
+    from server.queue.completion import complete_token
+    from server.queue.tokens import read_queue_token
+
+    claims = read_queue_token(app.ctx.signer, token)
+    assert claims is not None
+    async with app.ctx.pool.connection() as conn, conn.transaction():
+        return await complete_token(conn, claims.token_id, app.ctx.clock.now())
