@@ -30,6 +30,7 @@ import grpc
 import psycopg
 
 from loadgen import cluster, report
+from loadgen import profile as profiling
 from loadgen.prepare import Preparer, measure_hash_seconds
 from loadgen.scenarios import SCENARIOS, Options, Setup, baseline
 from loadgen.targets import evaluate
@@ -79,6 +80,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--capacity", type=int, default=1_000, help="on-sale day: admission capacity"
     )
+    parser.add_argument(
+        "--sale-seconds", type=float, default=120.0, help="on-sale day: give up after this long"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the server during every stage"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where results go")
     args = parser.parse_args(argv)
     if args.seats > 10_000:
@@ -99,7 +106,7 @@ async def _run(args: argparse.Namespace) -> int:
     machine = _machine()
     print(f"machine: {machine}", file=sys.stderr)
     started = time.monotonic()
-    with cluster.postgres(os.environ.get("CONCERT_DATABASE_URL")) as postgres_url:
+    with cluster.postgres(os.environ.get("CONCERT_DATABASE_URL")) as postgres:
         for workers in args.workers:
             for concurrency in args.concurrency:
                 options = Options(
@@ -110,10 +117,11 @@ async def _run(args: argparse.Namespace) -> int:
                     seats=args.seats,
                     capacity=args.capacity,
                     hash_cost=hash_cost,
+                    sale_seconds=args.sale_seconds,
                 )
                 for scenario in args.scenario:
                     new_rows, new_extras = await _scenario(
-                        scenario, workers, options, postgres_url, args.out
+                        scenario, workers, options, postgres, args.out, args.profile
                     )
                     rows += new_rows
                     extras += new_extras
@@ -145,13 +153,18 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _scenario(
-    scenario: str, workers: int, options: Options, postgres_url: str, out: Path
+    scenario: str,
+    workers: int,
+    options: Options,
+    postgres: cluster.Postgres,
+    out: Path,
+    profile: bool,
 ) -> tuple[list[report.Row], list[dict[str, Any]]]:
     rows: list[report.Row] = []
     extras: list[dict[str, Any]] = []
     prepares = SCENARIOS[scenario] or [None]
-    with cluster.fresh_database(postgres_url) as database_url:
-        with cluster.server(database_url, workers, out) as server:
+    with cluster.fresh_database(postgres.url) as database_url:
+        with cluster.server(database_url, workers, out, postgres) as server:
             async with grpc.aio.insecure_channel(server.address) as channel:
                 preparer = Preparer(channel, cluster.ADMIN_KEY)
                 setup = Setup(database_url, preparer, cluster.ADMIN_KEY, options)
@@ -172,9 +185,16 @@ async def _scenario(
                     phases = [] if prepare is None else await prepare(setup)
                     if prepare is not None:
                         label = f"{prepare.__name__}-w{workers}-c{options.concurrency}"
-                    results = _drive(
-                        server.address, options, [baseline(options), phases], out, label
-                    )
+                    stages = [baseline(options), phases]
+                    if profile:
+                        folded = out / f"{label}.folded"
+                        with profiling.sampling(server.process.pid, folded):
+                            results = _drive(server.address, options, stages, out, label)
+                        summary = out / f"{label}.profile.txt"
+                        summary.write_text(profiling.summarise(folded))
+                        extra["profile"] = str(summary)
+                    else:
+                        results = _drive(server.address, options, stages, out, label)
                     base = next(r for r in results if r["name"].endswith("(baseline)"))
                     base_row = _row(base, scenario, workers, options, server)
                     for result in results:
@@ -203,8 +223,9 @@ def _row(
     result: dict[str, Any], scenario: str, workers: int, options: Options, server: Any
 ) -> report.Row:
     peak = server.memory.peak_per_process(result["began"], result["ended"])
-    concurrency = options.concurrency
-    return report.row_from(result, scenario, workers, concurrency, peak)
+    row = report.row_from(result, scenario, workers, options.concurrency, peak)
+    row.server_cores, row.database_cores = server.memory.cores(result["began"], result["ended"])
+    return row
 
 
 def _drive(

@@ -34,19 +34,45 @@ ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 START_TIMEOUT_SECONDS = 90.0
 
 
+@dataclass
+class Postgres:
+    url: str
+    # The postmaster of the embedded cluster, to measure its CPU; None when external.
+    pid: int | None = None
+
+    def cpu_seconds(self) -> float:
+        if self.pid is None:
+            return 0.0
+        try:
+            root = psutil.Process(self.pid)
+            return sum(_cpu(p) for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0.0
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
 @contextmanager
-def postgres(external_url: str | None) -> Iterator[str]:
-    """The URL of a PostgreSQL server for this run (embedded unless external_url)."""
+def postgres(external_url: str | None) -> Iterator[Postgres]:
+    """A PostgreSQL server for this run (embedded unless external_url)."""
     if external_url:
-        yield external_url
+        yield Postgres(external_url)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
     with tempfile.TemporaryDirectory(prefix="concert-bench-pg-") as directory:
-        server = pgserver.get_server(Path(directory) / "pgdata", cleanup_mode="stop")
+        pgdata = Path(directory) / "pgdata"
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
         try:
-            yield server.get_uri()
+            yield Postgres(server.get_uri(), pid)
         finally:
             server.cleanup()
 
@@ -79,6 +105,17 @@ class MemorySamples:
 
     interval: float = 0.1
     samples: list[tuple[float, dict[int, int]]] = field(default_factory=list)
+    # (time, CPU seconds used so far by the server tree, by PostgreSQL)
+    cpu: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def cores(self, start: float, end: float) -> tuple[float, float]:
+        """Cores the server and PostgreSQL kept busy on average between start and end."""
+        inside = [c for c in self.cpu if start <= c[0] <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return (float("nan"), float("nan"))
+        first, last = inside[0], inside[-1]
+        wall = last[0] - first[0]
+        return ((last[1] - first[1]) / wall, (last[2] - first[2]) / wall)
 
     def peak_per_process(self, start: float = 0.0, end: float = float("inf")) -> int:
         return max(
@@ -96,6 +133,7 @@ class ServerProcess:
     address: str
     workers: int
     log_path: Path
+    postgres: Postgres | None = None
     memory: MemorySamples = field(default_factory=MemorySamples)
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -113,12 +151,18 @@ class ServerProcess:
     def _sample(self) -> None:
         while not self._stop_sampling.wait(self.memory.interval):
             tree: dict[int, int] = {}
+            cpu = 0.0
             for pid in self.pids():
                 try:
-                    tree[pid] = psutil.Process(pid).memory_info().rss
+                    process = psutil.Process(pid)
+                    tree[pid] = process.memory_info().rss
                 except psutil.NoSuchProcess:
                     continue
-            self.memory.samples.append((time.monotonic(), tree))
+                cpu += _cpu(process)
+            database_cpu = self.postgres.cpu_seconds() if self.postgres else 0.0
+            now = time.monotonic()
+            self.memory.samples.append((now, tree))
+            self.memory.cpu.append((now, cpu, database_cpu))
 
     def stop(self) -> int:
         self._stop_sampling.set()
@@ -133,7 +177,11 @@ class ServerProcess:
 
 @contextmanager
 def server(
-    database_url: str, workers: int, out_dir: Path, extra_env: dict[str, str] | None = None
+    database_url: str,
+    workers: int,
+    out_dir: Path,
+    postgres: Postgres | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """`python -m server` on a free loopback port, SERVING, stopped on exit."""
     address = f"127.0.0.1:{free_port()}"
@@ -153,7 +201,7 @@ def server(
         process = subprocess.Popen(
             [sys.executable, "-m", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    running = ServerProcess(process, address, workers, log_path)
+    running = ServerProcess(process, address, workers, log_path, postgres)
     try:
         _wait_serving(running)
         threading.Thread(target=running._sample, name="rss-sampler", daemon=True).start()

@@ -103,6 +103,7 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
     recorder = Recorder(phase["name"], method)
     issued = 0
     recorder.began = time.monotonic()
+    cpu_began = time.process_time()
     deadline = recorder.began + float(phase["duration"])
 
     async def client(index: int) -> None:
@@ -122,6 +123,9 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
 
     await asyncio.gather(*(client(i) for i in range(int(phase["concurrency"]))))
     recorder.ended = time.monotonic()
+    # The load generator's own CPU: near 1.0 means the client, not the server, set the pace.
+    wall = recorder.ended - recorder.began
+    recorder.extra["client_cores"] = (time.process_time() - cpu_began) / wall if wall else 0.0
     return recorder
 
 

@@ -46,6 +46,10 @@ class Row:
     codes: dict[str, int]
     peak_rss_mib: float  # the largest server process during the phase
     baseline_rate: float = math.nan
+    # Average cores busy during the phase: server tree, PostgreSQL, load generator.
+    server_cores: float = math.nan
+    database_cores: float = math.nan
+    client_cores: float = math.nan
     first_errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,6 +89,7 @@ def row_from(
         codes=dict(codes.most_common()),
         peak_rss_mib=peak_rss / MIB,
         first_errors=result.get("first_errors", {}),
+        client_cores=result.get("extra", {}).get("client_cores", math.nan),
     )
 
 
@@ -96,14 +101,16 @@ def table(rows: list[Row]) -> str:
     """A markdown table, one line per measured method."""
     header = (
         "| scenario | method | workers | clients | calls | answered/s | x baseline "
-        "| p50 ms | p95 ms | p99 ms | peak RSS/proc MiB | status codes |"
+        "| p50 ms | p95 ms | p99 ms | peak RSS/proc MiB | CPU server/PG/client | status codes |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r.scenario} | {r.name} | {r.workers} | {r.concurrency} | {r.calls} "
             f"| {r.rate:,.0f} | {r.ratio:.2f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.peak_rss_mib:.0f} | {_codes(r.codes)} |"
+            f"| {r.peak_rss_mib:.0f} "
+            f"| {r.server_cores:.2f}/{r.database_cores:.2f}/{r.client_cores:.2f} "
+            f"| {_codes(r.codes)} |"
         )
     return "\n".join(lines)
 

@@ -53,6 +53,7 @@ class Options:
     seats: int
     capacity: int
     hash_cost: int
+    sale_seconds: float = 120.0
 
 
 @dataclass
@@ -284,7 +285,7 @@ async def on_sale_day(setup: Setup) -> list[dict[str, Any]]:
             "date_id": date_id,
             "seats": seats,
             "concurrency": options.concurrency,
-            "duration": options.duration,
+            "duration": options.sale_seconds,
         }
     ]
 
