@@ -1,4 +1,4 @@
-"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck]`.
+"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck|check]`.
 
 Configuration comes from CONCERT_* environment variables (see server.config);
 a bad value stops the process with a one-line error and exit code 2.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "migrate", "seed-demo", "healthcheck"),
+        choices=("serve", "migrate", "seed-demo", "healthcheck", "check"),
     )
     args = parser.parse_args(argv)
     try:
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(settings, database_url))
     if args.command == "seed-demo":
         return asyncio.run(_seed_demo(settings, database_url))
+    if args.command == "check":
+        return asyncio.run(_check(settings, database_url))
     if settings.workers > 1:
         from server.workers import run_workers
 
@@ -88,6 +90,24 @@ async def _migrate(settings: Settings, database_url: str) -> int:
         await pool.close()
     print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema up to date")
     return 0
+
+
+async def _check(settings: Settings, database_url: str) -> int:
+    """Check the invariants (server.invariants) now; exit 1 if any is violated."""
+    from datetime import timedelta
+
+    from server.clock import SystemClock
+    from server.invariants import check_database
+
+    report = await check_database(
+        database_url,
+        SystemClock().now(),
+        expiry_grace=timedelta(seconds=settings.expiry_interval_seconds),
+    )
+    print(report)
+    violated = len(report.violated)
+    print(f"{len(report.findings) - violated} invariant(s) hold, {violated} violated")
+    return 1 if violated else 0
 
 
 async def _seed_demo(settings: Settings, database_url: str) -> int:
