@@ -1,0 +1,151 @@
+"""WatchQueueStatus: one message per change of position, ends on admission; fan-out cost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from concert.v1 import admin_pb2, queue_pb2
+from server.app import App, build_app
+from server.clock import FakeClock
+from server.config import Settings
+from server.queue.expiry import JOB_NAME
+from tests.queue.helpers import complete, issue_all
+from tests.support import ADMIN, Stubs, bearer, error_details
+
+
+async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: Stubs) -> None:
+    fans = await issue_all(app, stubs, 5)  # capacity 2: fan 5 has 3 ahead
+    stream = stubs.queue.WatchQueueStatus(
+        queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[4][1])
+    )
+    first = await stream.read()
+    assert (first.status.people_ahead, first.status.state) == (
+        3,
+        queue_pb2.QUEUE_TOKEN_STATE_WAITING,
+    )
+    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    seen = []
+    for i in range(3):
+        await complete(app, fans[i][1])  # applied in every process by NOTIFY
+        message = await stream.read()
+        seen.append((message.status.people_ahead, message.status.state))
+    assert seen == [
+        (2, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (1, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
+    ]
+    assert await stream.read() == grpc.aio.EOF
+    assert await stream.code() == grpc.StatusCode.OK
+    assert app.ctx.queue.watcher_count == 0
+
+
+async def test_pause_is_a_change_and_an_expired_watch_ends_with_token_expired(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    fans = await issue_all(app, stubs, 3)
+    stream = stubs.queue.WatchQueueStatus(
+        queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[2][1])
+    )
+    assert (await stream.read()).status.people_ahead == 1
+    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=True), metadata=ADMIN)
+    paused = await stream.read()
+    assert paused.status.admission_paused and paused.status.people_ahead == 1
+    # Nobody keeps the stream's token alive (the presence task runs every ttl/3 of
+    # real time): past its expiry, the next change ends the stream.
+    clock.advance(app.ctx.settings.token_ttl_seconds)
+    await app.ctx.jobs.run_now(JOB_NAME)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream.read()
+    assert error_details(err.value).reason == "TOKEN_EXPIRED"
+
+
+async def test_an_open_watch_keeps_its_token_alive(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    fans = await issue_all(app, stubs, 3)
+    stream = stubs.queue.WatchQueueStatus(
+        queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[2][1])
+    )
+    await stream.read()
+    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    ttl = app.ctx.settings.token_ttl_seconds
+    clock.advance(ttl * 2 / 3)
+    assert await app.ctx.queue.touch_watchers() == 1  # what the presence task does
+    clock.advance(ttl * 2 / 3)
+    assert (await app.ctx.jobs.run_now(JOB_NAME)).result == 2  # fans 1 and 2 lapsed
+    message = await stream.read()
+    assert message.status.state == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
+    assert await stream.read() == grpc.aio.EOF
+
+
+@pytest.mark.slow
+async def test_many_watchers_cost_no_database_work_per_watcher(
+    app: App, stubs: Stubs, settings: Settings
+) -> None:
+    watchers = 300
+    await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(capacity=0), metadata=ADMIN)
+    fans = await issue_all(app, stubs, watchers)
+    streams = [
+        stubs.queue.WatchQueueStatus(queue_pb2.WatchQueueStatusRequest(), metadata=bearer(t))
+        for _, t in fans
+    ]
+    firsts = await asyncio.gather(*(s.read() for s in streams))
+    assert [m.status.people_ahead for m in firsts] == list(range(1, watchers + 1))
+    await until(lambda: app.ctx.queue.watcher_count == watchers, "all watches registered")
+
+    runtime = app.ctx.queue
+    requests_before = app.ctx.pool.get_stats().get("requests_num", 0)
+    applied_before = runtime.changes_applied
+    changes = 3
+    for capacity in range(1, changes + 1):  # each change admits one more fan
+        await stubs.admin.SetAdmission(
+            admin_pb2.SetAdmissionRequest(capacity=capacity), metadata=ADMIN
+        )
+        messages = await asyncio.gather(*(s.read() for s in streams[capacity - 1 :]))
+        assert [m.status.people_ahead for m in messages] == list(range(0, watchers - capacity + 1))
+    assert runtime.changes_applied - applied_before == changes
+    # Database work for the whole fan-out: one SetAdmission per change, plus the
+    # one admission record of each fan admitted; none per waiting watcher.
+    requests = app.ctx.pool.get_stats().get("requests_num", 0) - requests_before
+    assert requests <= 2 * changes, requests
+    for stream in streams:
+        stream.cancel()
+
+
+async def test_another_process_learns_every_change_by_notify(
+    app: App, stubs: Stubs, settings: Settings, clock: FakeClock, database_url: str
+) -> None:
+    """A second server on the same database: its watchers and gate follow our changes."""
+    fans = await issue_all(app, stubs, 4)
+    other = await build_app(settings, database_url=database_url, clock=clock, start_jobs=False)
+    await other.start()
+    try:
+        async with grpc.aio.insecure_channel(other.address) as channel:
+            remote = Stubs.on(channel)
+            stream = remote.queue.WatchQueueStatus(
+                queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[3][1])
+            )
+            assert (await stream.read()).status.people_ahead == 2
+            await until(lambda: other.ctx.queue.watcher_count == 1, "remote watch registered")
+            await complete(app, fans[0][1])
+            assert (await stream.read()).status.people_ahead == 1
+            await stubs.admin.SetAdmission(
+                admin_pb2.SetAdmissionRequest(capacity=3), metadata=ADMIN
+            )
+            last = await stream.read()
+            assert last.status.state == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
+            assert other.ctx.queue.notifications >= 2
+    finally:
+        await other.stop(grace=0.5)
