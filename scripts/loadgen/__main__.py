@@ -47,6 +47,13 @@ def _int_list(raw: str) -> list[int]:
     return values
 
 
+def _on_off_list(raw: str) -> list[str]:
+    values = [part.strip() for part in raw.split(",") if part.strip()]
+    if not values or any(v not in ("on", "off") for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of on/off")
+    return values
+
+
 def _scenarios(raw: str) -> list[str]:
     names = [part.strip() for part in raw.split(",") if part.strip()]
     for name in names:
@@ -75,6 +82,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--duration", type=float, default=10.0, help="at most this many seconds per phase"
     )
     parser.add_argument("--workers", type=_int_list, default=[1], help="server processes, e.g. 1,2")
+    parser.add_argument(
+        "--synchronous-commit",
+        type=_on_off_list,
+        default=["on"],
+        help="PostgreSQL synchronous_commit of the bench database, e.g. on,off: 'off' shows "
+        "what waiting for the WAL flush at each commit costs (a diagnosis, not a setting)",
+    )
     parser.add_argument("--users", type=int, default=10_000, help="on-sale day: fans")
     parser.add_argument("--seats", type=int, default=1_000, help="seats of the on-sale date")
     parser.add_argument(
@@ -107,25 +121,30 @@ async def _run(args: argparse.Namespace) -> int:
     print(f"machine: {machine}", file=sys.stderr)
     started = time.monotonic()
     with cluster.postgres(os.environ.get("CONCERT_DATABASE_URL")) as postgres:
-        for workers in args.workers:
-            for concurrency in args.concurrency:
-                options = Options(
-                    concurrency=concurrency,
-                    requests=args.requests,
-                    duration=args.duration,
-                    users=args.users,
-                    seats=args.seats,
-                    capacity=args.capacity,
-                    hash_cost=hash_cost,
-                    sale_seconds=args.sale_seconds,
+        for synchronous_commit, workers, concurrency in [
+            (sc, w, c)
+            for sc in args.synchronous_commit
+            for w in args.workers
+            for c in args.concurrency
+        ]:
+            options = Options(
+                concurrency=concurrency,
+                requests=args.requests,
+                duration=args.duration,
+                users=args.users,
+                seats=args.seats,
+                capacity=args.capacity,
+                hash_cost=hash_cost,
+                sale_seconds=args.sale_seconds,
+                synchronous_commit=synchronous_commit,
+            )
+            for scenario in args.scenario:
+                new_rows, new_extras = await _scenario(
+                    scenario, workers, options, postgres, args.out, args.profile
                 )
-                for scenario in args.scenario:
-                    new_rows, new_extras = await _scenario(
-                        scenario, workers, options, postgres, args.out, args.profile
-                    )
-                    rows += new_rows
-                    extras += new_extras
-                    print(report.table(new_rows), file=sys.stderr)
+                rows += new_rows
+                extras += new_extras
+                print(report.table(new_rows), file=sys.stderr)
     text = report.table(rows)
     verdicts = evaluate(rows, extras)
     print()
@@ -163,7 +182,11 @@ async def _scenario(
     rows: list[report.Row] = []
     extras: list[dict[str, Any]] = []
     prepares = SCENARIOS[scenario] or [None]
-    with cluster.fresh_database(postgres.url) as database_url:
+    if options.synchronous_commit != "on":
+        scenario_label = f"{scenario} (sync commit {options.synchronous_commit})"
+    else:
+        scenario_label = scenario
+    with cluster.fresh_database(postgres.url, options.synchronous_commit) as database_url:
         with cluster.server(database_url, workers, out, postgres) as server:
             async with grpc.aio.insecure_channel(server.address) as channel:
                 preparer = Preparer(channel, cluster.ADMIN_KEY)
@@ -171,9 +194,12 @@ async def _scenario(
                 if scenario != "baseline":
                     await preparer.set_capacity(OPEN_CAPACITY)
                 for prepare in prepares:
-                    label = f"{scenario}-w{workers}-c{options.concurrency}"
+                    label = (
+                        f"{scenario}-w{workers}-c{options.concurrency}"
+                        f"-sc{options.synchronous_commit}"
+                    )
                     extra: dict[str, Any] = {
-                        "scenario": scenario,
+                        "scenario": scenario_label,
                         "workers": workers,
                         "concurrency": options.concurrency,
                     }
@@ -184,7 +210,10 @@ async def _scenario(
                         extra["kdf_limit_per_second"] = (os.cpu_count() or 1) / seconds
                     phases = [] if prepare is None else await prepare(setup)
                     if prepare is not None:
-                        label = f"{prepare.__name__}-w{workers}-c{options.concurrency}"
+                        label = (
+                            f"{prepare.__name__}-w{workers}-c{options.concurrency}"
+                            f"-sc{options.synchronous_commit}"
+                        )
                     stages = [baseline(options), phases]
                     if profile:
                         folded = out / f"{label}.folded"
@@ -196,12 +225,12 @@ async def _scenario(
                     else:
                         results = _drive(server.address, options, stages, out, label)
                     base = next(r for r in results if r["name"].endswith("(baseline)"))
-                    base_row = _row(base, scenario, workers, options, server)
+                    base_row = _row(base, scenario_label, workers, options, server)
                     for result in results:
                         if not result["method"]:
                             extra.update(result["extra"])
                             continue
-                        row = _row(result, scenario, workers, options, server)
+                        row = _row(result, scenario_label, workers, options, server)
                         row.baseline_rate = base_row.rate
                         rows.append(row)
                     if scenario == "onsale":

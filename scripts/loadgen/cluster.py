@@ -78,10 +78,16 @@ def postgres(external_url: str | None) -> Iterator[Postgres]:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
+def fresh_database(server_url: str, synchronous_commit: str = "on") -> Iterator[str]:
     name = f"concert_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # Sessions opened later inherit it (the server's pool does not override it).
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = {}").format(
+                sql.Identifier(name), sql.Literal(synchronous_commit)
+            )
+        )
     conninfo = psycopg.conninfo.conninfo_to_dict(server_url)
     conninfo["dbname"] = name
     try:

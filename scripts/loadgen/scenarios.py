@@ -54,6 +54,7 @@ class Options:
     capacity: int
     hash_cost: int
     sale_seconds: float = 120.0
+    synchronous_commit: str = "on"
 
 
 @dataclass
