@@ -100,7 +100,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the server during every stage"
     )
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where results go")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where results go")
     args = parser.parse_args(argv)
     if args.seats > 10_000:
         parser.error("--seats: one date has at most 10,000 seats")
