@@ -123,6 +123,10 @@ class Internal(ServiceError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unimplemented(ServiceError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Violations:
     """Collects every bad field of a request, so one reply names them all."""
 

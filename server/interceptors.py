@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 from grpc.aio import ServicerContext
 
-from server.errors import Internal, ServiceError, Unavailable
+from server.errors import Internal, ServiceError, Unavailable, Unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,9 @@ def as_service_error(exc: Exception, method: str = "") -> ServiceError:
     """The status a caller sees for any exception raised while serving."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, NotImplementedError):
+        # The generated base servicer raises it for a method not built yet.
+        return Unimplemented("UNIMPLEMENTED", f"{method} is not implemented")
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return Unavailable(
             "DATABASE_BUSY", "the database is busy; retry shortly", retry_after_seconds=1.0

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.app import SERVICE_NAMES, App
+from server.interceptors import ErrorInterceptor
 from tests.support import ADMIN, Stubs, error_details, free_port
 
 CONCERT_SERVICES = {
@@ -117,3 +118,24 @@ def _wait_until_serving(address: str, process: subprocess.Popen[str]) -> None:
                 pass
             time.sleep(0.2)
     raise AssertionError("server did not become SERVING within 60 s")
+
+
+async def test_a_method_not_built_answers_unimplemented_not_internal(app: App) -> None:
+    from concert.v1 import queue_pb2, queue_pb2_grpc
+
+    class Bare(queue_pb2_grpc.QueueServiceServicer):
+        pass
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(Bare(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = queue_pb2_grpc.QueueServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetQueueStatus(queue_pb2.GetQueueStatusRequest())
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert error_details(raised.value).reason == "UNIMPLEMENTED"
+    finally:
+        await server.stop(0)
