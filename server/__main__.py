@@ -64,6 +64,11 @@ async def _serve(settings: Settings, database_url: str) -> int:
     from server.app import build_app
 
     app = await build_app(settings, database_url=database_url)
+    if settings.seed_demo and settings.database_url is None:
+        # The embedded database is for trying the service: give it something to book.
+        from server.demo import seed_demo
+
+        await seed_demo(app.ctx)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -111,8 +116,17 @@ async def _check(settings: Settings, database_url: str) -> int:
 
 
 async def _seed_demo(settings: Settings, database_url: str) -> int:
-    print("error: seed-demo is not available yet", file=sys.stderr)
-    return 1
+    from server.app import build_app
+    from server.demo import DEMO_EMAIL, DEMO_PASSWORD, seed_demo
+
+    app = await build_app(settings, database_url=database_url, start_jobs=False)
+    try:
+        created = await seed_demo(app.ctx)
+    finally:
+        await app.stop(grace=0)
+    state = "created" if created else "already present"
+    print(f"demo data {state}: sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}")
+    return 0
 
 
 if __name__ == "__main__":

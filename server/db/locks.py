@@ -18,6 +18,8 @@ class LockNamespace(IntEnum):
     JOBS = 2
     # Creating the server secrets on first start (transaction lock).
     SECRETS = 3
+    # Seeding the demo data: several workers starting at once create it once (session lock).
+    DEMO_SEED = 4
     # One fan's queue token: issue/refresh/complete serialise per user (transaction lock).
     QUEUE_USER = 10
     # One fan's wallet and holds: payments and charges serialise per user (transaction lock).
