@@ -38,6 +38,7 @@ from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityInterceptor
 from server.queue.gate import QueueGateInterceptor
 from server.queue.install import install_queue
+from server.security.text import RequestTextInterceptor
 from server.signing import Signer, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -158,4 +159,5 @@ def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
         ErrorInterceptor(),
         AdminKeyInterceptor(ctx.settings.admin_key),
         QueueGateInterceptor(ctx.signer, ctx.clock, ctx.queue),
+        RequestTextInterceptor(),  # NUL in any string field: INVALID_ARGUMENT
     ]

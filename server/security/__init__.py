@@ -1,0 +1,1 @@
+"""Defences that apply to every method: request text checks, TLS credentials."""
