@@ -69,7 +69,9 @@ def _check_concert(
     for i, date in enumerate(request.dates[:MAX_DATES]):
         if not date.HasField("start_time"):
             add(f"dates[{i}].start_time", "required")
-        elif date.start_time.ToDatetime(tzinfo=UTC) <= now:
+        elif (start := _valid_time(date.start_time)) is None:
+            add(f"dates[{i}].start_time", "not a valid timestamp")
+        elif start <= now:
             add(f"dates[{i}].start_time", "must be in the future")
         if not date.seats:
             add(f"dates[{i}].seats", "at least one seat is required")
@@ -85,6 +87,14 @@ def _check_concert(
             seen.add(seat.seat_number)
             if seat.price < 0:
                 add(f"dates[{i}].seats[{j}].price", "must not be negative")
+
+
+def _valid_time(value: Timestamp) -> datetime | None:
+    """The moment, or None: the wire allows seconds and nanos ToDatetime refuses."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 async def create_concert(
