@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 # handler runs; the largest legitimate request is a CreateConcert.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+# gRPC core queues calls that arrive faster than the server picks them up, and
+# past grpc.server.max_pending_requests (1,000 by default) it cancels the
+# oldest: a burst of 1,500 Health checks lost ~40 calls as CANCELLED. On-sale
+# day is exactly such a burst, so let it queue (each waiting call costs a few
+# KB); the hard limit still sheds a runaway backlog.
+MAX_PENDING_CALLS = 20_000
+
 SERVICE_NAMES = tuple(
     service.full_name
     for module in (
@@ -98,6 +105,8 @@ class App:
         for hook in reversed(self.ctx.on_stop):
             await hook()
         await self.ctx.pool.close()
+        if self.ctx.replica_pool is not None:
+            await self.ctx.replica_pool.close()
         self.ctx.metrics.stop_serving()  # last, so the drain itself can be scraped
         log.info("stopped")
 
@@ -112,14 +121,27 @@ async def build_app(
     """Connect, migrate, wire every service; the server is bound but not started."""
     clock = clock or SystemClock()
     pool = await open_pool(database_url, settings)
+    replica_pool = None
     try:
+        if settings.database_read_url:
+            # Not migrated: a replica follows the primary's schema (and refuses writes).
+            replica_pool = await open_pool(
+                settings.database_read_url, settings, name="concert-read"
+            )
         async with pool.connection() as conn:
             await migrate(conn)
             signer = Signer(await load_signing_key(conn, clock))
         ctx = ServiceContext(
-            settings=settings, pool=pool, clock=clock, signer=signer, jobs=JobRunner(pool)
+            settings=settings,
+            pool=pool,
+            clock=clock,
+            signer=signer,
+            jobs=JobRunner(pool),
+            replica_pool=replica_pool,
         )
         ctx.metrics.watch_pool(pool)
+        if replica_pool is not None:
+            ctx.metrics.watch_pool(replica_pool, "concert-read")
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
         install_queue(ctx)
         install_booking(ctx)
@@ -128,6 +150,8 @@ async def build_app(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS * 3 // 2),
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ],
         )
@@ -148,6 +172,8 @@ async def build_app(
         return App(ctx=ctx, server=server, health=health, port=port, start_jobs=start_jobs)
     except BaseException:
         await pool.close()
+        if replica_pool is not None:
+            await replica_pool.close()
         raise
 
 

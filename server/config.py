@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str | None = None
+    # A read replica for the List methods; None: they read the primary.
+    database_read_url: str | None = None
     data_dir: Path = Path(".data")
     hold_ttl_seconds: int = 300
     token_ttl_seconds: int = 600
@@ -151,6 +153,7 @@ class _Spec:
 _SPECS = (
     _Spec("CONCERT_LISTEN", "listen", _listen_address),
     _Spec("CONCERT_DATABASE_URL", "database_url", _database_url),
+    _Spec("CONCERT_DATABASE_READ_URL", "database_read_url", _database_url),
     _Spec("CONCERT_DATA_DIR", "data_dir", Path),
     _Spec("CONCERT_HOLD_TTL_SECONDS", "hold_ttl_seconds", _integer(1, 86400)),
     _Spec("CONCERT_TOKEN_TTL_SECONDS", "token_ttl_seconds", _integer(10, 86400)),

@@ -33,12 +33,25 @@ class ServiceContext:
     on_stop: list[Hook] = field(default_factory=list)
     # This app's Prometheus registry; features publish gauges through it.
     metrics: Metrics = field(default_factory=Metrics)
+    # A pool on a read replica (CONCERT_DATABASE_READ_URL), None without one;
+    # use read_pool, which falls back to the primary.
+    replica_pool: AsyncConnectionPool | None = None
     # The password hasher's thread pool and the sign-in throttle (server.accounts).
     accounts: AccountRuntime = field(init=False)
     # The queue's admission state in memory, its notifier and watchers (server.queue).
     queue: QueueRuntime = field(init=False)
     # The payment module (server.booking.gateway); tests swap in a faulty one.
     gateway: PaymentGateway = field(init=False)
+
+    @property
+    def read_pool(self) -> AsyncConnectionPool:
+        """Where reads that may lag the primary go: the browsing lists.
+
+        A streaming replica is behind the primary by its replay delay, so only
+        reads that tolerate a moment-old answer use it; everything that checks
+        before it writes reads the primary.
+        """
+        return self.pool if self.replica_pool is None else self.replica_pool
 
     def __post_init__(self) -> None:
         self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))

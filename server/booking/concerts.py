@@ -3,7 +3,9 @@
 Browsing is the hottest read on on-sale day: each list is one indexed,
 keyset-paginated query, whatever the page size. A seat is free when
 `NOT sold AND (held_until IS NULL OR held_until <= now)` with the clock's now,
-so a hold that ran out frees its seat at once.
+so a hold that ran out frees its seat at once. The lists read through
+ctx.read_pool (a streaming replica when CONCERT_DATABASE_READ_URL is set), so
+they may trail the last write by the replica's replay delay.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ async def list_concerts(
     cursor_position = decode_page_token(violations, request.page_token, frozenset({"t", "id"}))
     after = _time_cursor(violations, cursor_position)
     violations.raise_if_any()
-    async with ctx.pool.connection() as conn:
+    async with ctx.read_pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT id, title, venue, created_at FROM concerts"
             " WHERE %(t)s::timestamptz IS NULL OR (created_at, id) > (%(t)s, %(id)s)"
@@ -218,7 +220,7 @@ async def list_available_dates(
     after = _time_cursor(violations, position)
     violations.raise_if_any()
     now = ctx.clock.now()
-    async with ctx.pool.connection() as conn:
+    async with ctx.read_pool.connection() as conn:
         cursor = await conn.execute("SELECT 1 FROM concerts WHERE id = %s", (concert_id,))
         if await cursor.fetchone() is None:
             raise NotFound("CONCERT_NOT_FOUND", "no such concert")
@@ -283,7 +285,7 @@ async def list_available_seats(
             after = position["after"]
     violations.raise_if_any()
     now = ctx.clock.now()
-    async with ctx.pool.connection() as conn:
+    async with ctx.read_pool.connection() as conn:
         cursor = await conn.execute("SELECT 1 FROM concert_dates WHERE id = %s", (date_id,))
         if await cursor.fetchone() is None:
             raise NotFound("DATE_NOT_FOUND", "no such date")

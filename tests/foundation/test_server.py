@@ -139,3 +139,21 @@ async def test_a_method_not_built_answers_unimplemented_not_internal(app: App) -
         assert error_details(raised.value).reason == "UNIMPLEMENTED"
     finally:
         await server.stop(0)
+
+
+async def test_a_burst_of_calls_beyond_grpc_default_backlog_is_served_not_cancelled(
+    app: App,
+) -> None:
+    # gRPC core cancels calls past 1,000 pending by default; on-sale day is such a burst.
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def check() -> grpc.StatusCode:
+            try:
+                await health.Check(health_pb2.HealthCheckRequest())
+                return grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+
+        codes = await asyncio.gather(*(check() for _ in range(3000)))
+    assert codes.count(grpc.StatusCode.OK) == 3000
