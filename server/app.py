@@ -39,6 +39,7 @@ from server.observability.interceptor import ObservabilityInterceptor
 from server.queue.gate import QueueGateInterceptor
 from server.queue.install import install_queue
 from server.security.text import RequestTextInterceptor
+from server.security.tls import server_credentials
 from server.signing import Signer, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,11 @@ async def build_app(
             ),
             server,
         )
-        port = server.add_insecure_port(settings.listen)
+        credentials = server_credentials(settings)
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, credentials)
         if port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         return App(ctx=ctx, server=server, health=health, port=port, start_jobs=start_jobs)

@@ -45,6 +45,11 @@ class Settings:
     log_format: str = "text"
     # HOST:PORT of the Prometheus /metrics endpoint; None: not served.
     metrics_listen: str | None = None
+    # TLS (PEM files): cert and key together serve TLS only; a client CA also
+    # requires every client to present a certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +68,12 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("CONCERT_TLS_CERT, CONCERT_TLS_KEY: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError(
+                "CONCERT_TLS_CLIENT_CA: mutual TLS needs CONCERT_TLS_CERT and CONCERT_TLS_KEY too"
+            )
         if self.metrics_listen and self.workers > 1:
             raise ConfigError(
                 "CONCERT_METRICS_LISTEN: one metrics port cannot serve several workers; "
@@ -120,6 +131,13 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _readable_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("must be the path of a readable file")
+    return path
+
+
 def _boolean(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -173,6 +191,9 @@ _SPECS = (
     _Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
     _Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
     _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
+    _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
+    _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
+    _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)
