@@ -33,6 +33,7 @@ from server.config import Settings
 from server.context import ServiceContext
 from server.db.migrate import migrate
 from server.db.pool import open_pool
+from server.db.probe import DatabaseProbe
 from server.interceptors import ErrorInterceptor
 from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityInterceptor
@@ -78,6 +79,7 @@ class App:
     port: int
     start_jobs: bool
     metrics_port: int | None = None  # where /metrics is served, when it is
+    probe: DatabaseProbe | None = None  # flips health with the database
 
     @property
     def address(self) -> str:
@@ -92,14 +94,25 @@ class App:
             await hook()
         if self.start_jobs:
             self.ctx.jobs.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for name in SERVICE_NAMES:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(True)
+        self.probe = DatabaseProbe(self.ctx.pool, self._set_serving)
+        self.probe.start()
         log.info("serving concert.v1 on %s", self.address)
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING first, then refuse new calls and drain."""
         grace = self.ctx.settings.shutdown_grace_seconds if grace is None else grace
+        if self.probe is not None:
+            await self.probe.stop()
         await self.health.enter_graceful_shutdown()
         self.ctx.jobs.stop()
         await self.server.stop(grace)
