@@ -191,6 +191,10 @@ async def _begin_attempt(
     request_id: uuid.UUID | None,
     now: datetime,
 ) -> Attempt:
+    # Lock order (docs/concurrency.md): the token, then the reservation, as the
+    # confirmation does; taking them the other way round deadlocked a begin
+    # against a concurrent Pay's confirmation.
+    await require_live_token(conn, fan, now)
     # The reservation's row lock: concurrent Pays of it take turns here, and
     # the second finds the first's attempt.
     cursor = await conn.execute(
@@ -206,7 +210,6 @@ async def _begin_attempt(
         state = "expired"
     if state != "held":
         raise reservation_not_held(f"it is {state}")
-    await require_live_token(conn, fan, now)
     cursor = await conn.execute(
         "SELECT state FROM payment_attempts"
         " WHERE reservation_id = %s AND state IN ('charging', 'confirmed')",
