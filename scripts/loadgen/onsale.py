@@ -8,9 +8,9 @@ watches its position stream (WatchQueueStatus) until it is admitted. The
 crowd stops when the load generator has seen every seat paid for, when every
 fan is done, or at the phase's duration.
 
-At most `concurrency` unary calls are in flight at once (the client's own
-limit, like a real front end's connection budget); waiting streams do not count
-against it. A call's latency is measured once it is sent, so time spent
+At most `concurrency` unary calls of each step are in flight at once (the
+client's own limit, like a real front end's connection budget); waiting streams
+do not count against it. A call's latency is measured once it is sent, so time spent
 waiting for that budget is not charged to the server.
 """
 
@@ -56,7 +56,9 @@ class _Crowd:
         self.channels = channels
         self.date_id: str = phase["date_id"]
         self.seats: int = int(phase["seats"])
-        self.limit = asyncio.Semaphore(int(phase["concurrency"]))
+        # One budget per step: fans already admitted do not queue behind the
+        # thousands still asking for a token (their calls would, in one FIFO).
+        self.limits = {name: asyncio.Semaphore(int(phase["concurrency"])) for name in STEPS}
         self.progress = progress
         self.steps = {name: Recorder(f"on-sale {name}", method) for name, method in STEPS.items()}
         self.paid = 0
@@ -68,7 +70,7 @@ class _Crowd:
         return (("authorization", f"Bearer {token}"),)
 
     async def call(self, step: str, send: Callable[[], Awaitable[T]]) -> T | None:
-        async with self.limit:
+        async with self.limits[step]:
             started = time.monotonic()
             try:
                 reply = await send()
