@@ -31,12 +31,32 @@ GATED_SERVICES = frozenset(
     }
 )
 
+# Methods a used-up (completed) token may still call: reading one's own
+# reservation and payment, and retrying a Pay, whose use case replays the first
+# answer for its request_id (AIP-155) and refuses anything new with
+# TOKEN_COMPLETED itself. Without this, a fan whose Pay reply was lost could
+# never learn the result with the token that paid.
+AFTER_COMPLETION_METHODS = frozenset(
+    {
+        "/concert.v1.PaymentService/Pay",
+        "/concert.v1.PaymentService/GetPayment",
+        "/concert.v1.ReservationService/GetReservation",
+    }
+)
+
 # RetryInfo for a waiting fan when no admission rate has been observed yet.
 DEFAULT_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 60.0
 
 
-def admit(signer: Signer, clock: Clock, runtime: QueueRuntime, credential: str | None) -> Fan:
+def admit(
+    signer: Signer,
+    clock: Clock,
+    runtime: QueueRuntime,
+    credential: str | None,
+    *,
+    allow_completed: bool = False,
+) -> Fan:
     """The fan behind an admitted token, or the error the caller must see."""
     claims = read_queue_token(signer, credential)
     if claims is None:
@@ -46,7 +66,7 @@ def admit(signer: Signer, clock: Clock, runtime: QueueRuntime, credential: str |
         raise Unauthenticated(
             "TOKEN_EXPIRED", "the queue token has expired; refresh it or take a new one"
         )
-    if runtime.is_completed(claims.token_id):
+    if not allow_completed and runtime.is_completed(claims.token_id):
         raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
     state = runtime.state
     if not state.is_admitted(claims.queue_number):
@@ -81,9 +101,10 @@ class QueueGateInterceptor(grpc.aio.ServerInterceptor):
             return handler
         credential = bearer_credential(handler_call_details.invocation_metadata)
         signer, clock, runtime = self._signer, self._clock, self._runtime
+        allow_completed = handler_call_details.method in AFTER_COMPLETION_METHODS
 
         async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            fan = admit(signer, clock, runtime, credential)
+            fan = admit(signer, clock, runtime, credential, allow_completed=allow_completed)
             bound = fan_context.set(fan)
             try:
                 return await proceed()
@@ -93,7 +114,7 @@ class QueueGateInterceptor(grpc.aio.ServerInterceptor):
         async def around_stream(
             request: Any, context: ServicerContext, proceed: Any
         ) -> AsyncIterator[Any]:
-            fan = admit(signer, clock, runtime, credential)
+            fan = admit(signer, clock, runtime, credential, allow_completed=allow_completed)
             bound = fan_context.set(fan)
             try:
                 async for item in proceed():
