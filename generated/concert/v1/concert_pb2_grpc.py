@@ -35,6 +35,12 @@ class ConcertServiceStub:
     malformed, forged or expired token.
     - FAILED_PRECONDITION (reason QUEUE_NOT_ADMITTED, with RetryInfo): the token
     is still waiting; ErrorInfo metadata carries queue_number and people_ahead.
+    - FAILED_PRECONDITION (reason TOKEN_COMPLETED): the token was used up by a
+    payment. Only PaymentService.Pay (to replay its first answer),
+    PaymentService.GetPayment and ReservationService.GetReservation still
+    accept a used-up token.
+    - UNAVAILABLE (reason QUEUE_STARTING, with RetryInfo): the server has not
+    loaded the queue's state yet.
 
     Lists are paginated (AIP-158): page_size 0 means the default (100), larger
     than 1000 is coerced to 1000, negative is INVALID_ARGUMENT; an empty
@@ -74,6 +80,12 @@ class ConcertServiceServicer:
     malformed, forged or expired token.
     - FAILED_PRECONDITION (reason QUEUE_NOT_ADMITTED, with RetryInfo): the token
     is still waiting; ErrorInfo metadata carries queue_number and people_ahead.
+    - FAILED_PRECONDITION (reason TOKEN_COMPLETED): the token was used up by a
+    payment. Only PaymentService.Pay (to replay its first answer),
+    PaymentService.GetPayment and ReservationService.GetReservation still
+    accept a used-up token.
+    - UNAVAILABLE (reason QUEUE_STARTING, with RetryInfo): the server has not
+    loaded the queue's state yet.
 
     Lists are paginated (AIP-158): page_size 0 means the default (100), larger
     than 1000 is coerced to 1000, negative is INVALID_ARGUMENT; an empty
@@ -151,6 +163,12 @@ class ConcertService:
     malformed, forged or expired token.
     - FAILED_PRECONDITION (reason QUEUE_NOT_ADMITTED, with RetryInfo): the token
     is still waiting; ErrorInfo metadata carries queue_number and people_ahead.
+    - FAILED_PRECONDITION (reason TOKEN_COMPLETED): the token was used up by a
+    payment. Only PaymentService.Pay (to replay its first answer),
+    PaymentService.GetPayment and ReservationService.GetReservation still
+    accept a used-up token.
+    - UNAVAILABLE (reason QUEUE_STARTING, with RetryInfo): the server has not
+    loaded the queue's state yet.
 
     Lists are paginated (AIP-158): page_size 0 means the default (100), larger
     than 1000 is coerced to 1000, negative is INVALID_ARGUMENT; an empty

@@ -100,6 +100,8 @@ class QueueServiceServicer:
         - UNAUTHENTICATED (reason INVALID_CREDENTIALS): unknown email, wrong
         password, or a forged or expired session credential (the spec's
         "User Not Exists", without telling which emails exist).
+        - RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with RetryInfo): too many
+        failed password attempts for this email (shared with SignIn's limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
