@@ -60,4 +60,4 @@ def test_the_harness_prints_the_table_with_the_baseline(
     [measured] = summary["rows"]
     assert measured["answered"] == 200
     assert 0 < measured["peak_rss_mib"] < 1024
-    assert (out / "baseline-w1-c4.png").stat().st_size > 0
+    assert (out / "baseline-w1-c4-scon.png").stat().st_size > 0
