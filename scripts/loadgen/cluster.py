@@ -123,14 +123,17 @@ class MemorySamples:
         wall = last[0] - first[0]
         return ((last[1] - first[1]) / wall, (last[2] - first[2]) / wall)
 
+    def _trees(self, start: float, end: float) -> list[dict[int, int]]:
+        """The samples taken in [start, end]; a phase shorter than the sampling
+        interval gets the last sample before its end instead of none."""
+        inside = [tree for t, tree in self.samples if start <= t <= end]
+        return inside or [tree for t, tree in self.samples if t <= end][-1:]
+
     def peak_per_process(self, start: float = 0.0, end: float = float("inf")) -> int:
-        return max(
-            (rss for t, tree in self.samples if start <= t <= end for rss in tree.values()),
-            default=0,
-        )
+        return max((rss for tree in self._trees(start, end) for rss in tree.values()), default=0)
 
     def peak_total(self, start: float = 0.0, end: float = float("inf")) -> int:
-        return max((sum(tree.values()) for t, tree in self.samples if start <= t <= end), default=0)
+        return max((sum(tree.values()) for tree in self._trees(start, end)), default=0)
 
 
 @dataclass
@@ -155,7 +158,7 @@ class ServerProcess:
         return pids[1:] if self.workers > 1 else pids[:1]
 
     def _sample(self) -> None:
-        while not self._stop_sampling.wait(self.memory.interval):
+        while True:
             tree: dict[int, int] = {}
             cpu = 0.0
             for pid in self.pids():
@@ -169,6 +172,8 @@ class ServerProcess:
             now = time.monotonic()
             self.memory.samples.append((now, tree))
             self.memory.cpu.append((now, cpu, database_cpu))
+            if self._stop_sampling.wait(self.memory.interval):
+                return
 
     def stop(self) -> int:
         self._stop_sampling.set()

@@ -62,11 +62,27 @@ def _wait_for_workers(process: subprocess.Popen[bytes], address: str, count: int
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
         children = parent.children()
-        if len(children) == count and _serving(address):
+        # SERVING proves one worker listens; wait until every one has bound the port.
+        if (
+            len(children) == count
+            and all(_listens(child, address) for child in children)
+            and _serving(address)
+        ):
             return [child.pid for child in children]
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"{count} workers did not start serving on {address}")
+
+
+def _listens(process: psutil.Process, address: str) -> bool:
+    port = int(address.rpartition(":")[2])
+    try:
+        return any(
+            c.laddr.port == port and c.status == psutil.CONN_LISTEN
+            for c in process.net_connections("tcp")
+        )
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _output(process: subprocess.Popen[bytes]) -> str:
