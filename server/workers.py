@@ -80,11 +80,27 @@ def _fork_worker(index: int, serve: Callable[[], int]) -> int:
         os._exit(code)
 
 
+class _WorkerLabel(logging.Filter):
+    """Stamps each record with its worker's index (JSON logs carry it as "worker")."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
 def _label_logs(index: int) -> None:
-    # One stderr, N writers: say which worker wrote each line.
+    # One stderr, N writers: say which worker wrote each line. Only a plain text
+    # format is rewritten; a structured formatter (JSON) keeps its class and
+    # gets the index as a field.
     for handler in logging.getLogger().handlers:
-        if handler.formatter is not None and handler.formatter._fmt:
-            fmt = handler.formatter._fmt.replace("%(name)s", f"w{index}[%(process)d] %(name)s", 1)
+        handler.addFilter(_WorkerLabel(index))
+        formatter = handler.formatter
+        if type(formatter) is logging.Formatter and formatter._fmt:
+            fmt = formatter._fmt.replace("%(name)s", "w%(worker)s[%(process)d] %(name)s", 1)
             handler.setFormatter(logging.Formatter(fmt))
 
 
