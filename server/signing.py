@@ -8,13 +8,13 @@ so every server process against it signs and verifies alike.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 
 from psycopg import AsyncConnection
 
+from server import base64url
 from server.clock import Clock
 from server.db.locks import LockNamespace
 
@@ -30,7 +30,7 @@ class Signer:
     def sign(self, purpose: str, payload: bytes) -> str:
         """An opaque string carrying payload, bound to a purpose ('session', 'queue')."""
         mac = self._mac(purpose, payload)
-        return _b64(payload) + _SEPARATOR + _b64(mac)
+        return base64url.encode(payload) + _SEPARATOR + base64url.encode(mac)
 
     def verify(self, purpose: str, credential: str) -> bytes | None:
         """The payload if the credential was signed by us for this purpose, else None."""
@@ -38,8 +38,8 @@ class Signer:
         if not sep or not encoded_payload or not encoded_mac:
             return None
         try:
-            payload = _unb64(encoded_payload)
-            mac = _unb64(encoded_mac)
+            payload = base64url.decode(encoded_payload)
+            mac = base64url.decode(encoded_mac)
         except ValueError:
             return None
         if not hmac.compare_digest(mac, self._mac(purpose, payload)):
@@ -48,16 +48,6 @@ class Signer:
 
     def _mac(self, purpose: str, payload: bytes) -> bytes:
         return hmac.new(self._key, purpose.encode() + b"\0" + payload, hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    if not text.isascii():
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 async def load_signing_key(conn: AsyncConnection, clock: Clock, name: str = "signing") -> bytes:

@@ -6,11 +6,11 @@ names every bad field; call violations.raise_if_any() when done.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any
 
+from server import base64url
 from server.errors import Violations
 
 DEFAULT_PAGE_SIZE = 100
@@ -55,7 +55,7 @@ def parse_page_size(violations: Violations, value: int, field: str = "page_size"
 def encode_page_token(position: dict[str, Any]) -> str:
     """An opaque cursor: where the next page starts (keyset pagination)."""
     raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64url.encode(raw)
 
 
 def decode_page_token(
@@ -67,8 +67,7 @@ def decode_page_token(
     try:
         if len(value) > MAX_PAGE_TOKEN_LENGTH:
             raise ValueError
-        padded = value + "=" * (-len(value) % 4)
-        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position = json.loads(base64url.decode(value))
         if not isinstance(position, dict) or set(position) != expected_keys:
             raise ValueError
         return position

@@ -11,12 +11,13 @@ while the event loop keeps serving other calls.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+
+from server import base64url
 
 _SCHEME = "scrypt"
 _R = 8
@@ -41,7 +42,9 @@ def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
 def hash_password_blocking(password: str, cost: int) -> str:
     salt = secrets.token_bytes(_SALT_BYTES)
     key = _scrypt(password, salt, cost, _R, _P)
-    return "$".join((_SCHEME, str(cost), str(_R), str(_P), _b64(salt), _b64(key)))
+    return "$".join(
+        (_SCHEME, str(cost), str(_R), str(_P), base64url.encode(salt), base64url.encode(key))
+    )
 
 
 def verify_password_blocking(password: str, stored: str) -> bool:
@@ -49,8 +52,8 @@ def verify_password_blocking(password: str, stored: str) -> bool:
         scheme, cost, r, p, salt, key = stored.split("$")
         if scheme != _SCHEME:
             return False
-        expected = _unb64(key)
-        actual = _scrypt(password, _unb64(salt), int(cost), int(r), int(p))
+        expected = base64url.decode(key)
+        actual = _scrypt(password, base64url.decode(salt), int(cost), int(r), int(p))
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)
@@ -90,13 +93,3 @@ class PasswordHasher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    if not text.isascii():
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
