@@ -7,15 +7,12 @@ server: PERMISSION_DENIED. The comparison is constant-time (hmac.compare_digest)
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-
-import grpc
-from grpc.aio import ServicerContext
 
 from server.credentials import bearer_credential
 from server.errors import PermissionDenied, Unauthenticated
-from server.interceptors import method_service, wrap_handler
+from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 
 ADMIN_SERVICE = "concert.v1.AdminService"
 
@@ -29,30 +26,18 @@ def check_admin_key(configured: str | None, presented: str | None) -> None:
         raise PermissionDenied("ADMIN_KEY_INVALID", "wrong operator key")
 
 
-class AdminKeyInterceptor(grpc.aio.ServerInterceptor):
+class AdminKeyLayer(Layer):
     def __init__(self, admin_key: str | None) -> None:
         self._admin_key = admin_key
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or method_service(handler_call_details.method) != ADMIN_SERVICE:
-            return handler
-        presented = bearer_credential(handler_call_details.invocation_metadata)
-        admin_key = self._admin_key
+    def applies_to(self, info: MethodInfo) -> bool:
+        return info.service == ADMIN_SERVICE
 
-        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            check_admin_key(admin_key, presented)
-            return await proceed()
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        check_admin_key(self._admin_key, bearer_credential(call.metadata()))
+        return await proceed(call)
 
-        async def around_stream(
-            request: Any, context: ServicerContext, proceed: Any
-        ) -> AsyncIterator[Any]:
-            check_admin_key(admin_key, presented)
-            async for item in proceed():
-                yield item
-
-        return wrap_handler(handler, around_unary, around_stream)
+    async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        check_admin_key(self._admin_key, bearer_credential(call.metadata()))
+        async for item in proceed(call):
+            yield item

@@ -26,7 +26,7 @@ from concert.v1 import (
     wallet_pb2,
 )
 from server import api
-from server.admin_auth import AdminKeyInterceptor
+from server.admin_auth import AdminKeyLayer
 from server.booking.install import install_booking
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -34,12 +34,12 @@ from server.context import ServiceContext
 from server.db.migrate import migrate
 from server.db.pool import open_pool
 from server.db.probe import DatabaseProbe
-from server.interceptors import ErrorInterceptor
+from server.interceptors import CallPipeline, ErrorLayer
 from server.jobs import JobRunner
-from server.observability.interceptor import ObservabilityInterceptor
-from server.queue.gate import QueueGateInterceptor
+from server.observability.interceptor import ObservabilityLayer
+from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
-from server.security.text import RequestTextInterceptor
+from server.security.text import RequestTextLayer
 from server.security.tls import server_credentials
 from server.signing import Signer, load_signing_key
 
@@ -196,12 +196,17 @@ async def build_app(
 
 
 def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
-    # Outermost first: the error mapper must see the failures of every layer;
-    # observability wraps it to count and log the status the caller receives.
+    # One interceptor running the layers, outermost first: the error mapper must
+    # see the failures of every layer; observability wraps it to count and log
+    # the status the caller receives.
     return [
-        ObservabilityInterceptor(ctx.metrics),
-        ErrorInterceptor(),
-        AdminKeyInterceptor(ctx.settings.admin_key),
-        QueueGateInterceptor(ctx.signer, ctx.clock, ctx.queue),
-        RequestTextInterceptor(),  # NUL in any string field: INVALID_ARGUMENT
+        CallPipeline(
+            [
+                ObservabilityLayer(ctx.metrics),
+                ErrorLayer(),
+                AdminKeyLayer(ctx.settings.admin_key),
+                QueueGateLayer(ctx.signer, ctx.clock, ctx.queue),
+                RequestTextLayer(),  # NUL in any string field: INVALID_ARGUMENT
+            ]
+        )
     ]

@@ -1,14 +1,27 @@
-"""Server interceptors, and the one mechanism they share: wrapping a handler.
+"""The one server interceptor: a pipeline of per-call layers, built once per method.
 
-grpc.aio interceptors see a method handler, not a call. To act per call
-(check credentials, map errors), wrap_handler() swaps the handler's behaviour
-for a wrapper that runs around it, for unary and server-streaming methods alike.
+Each concern (observability, error mapping, the operator's key, the queue
+gate, the text check) lives in its own module as a `Layer`: it says which
+methods it applies to and runs `around(call, proceed)` for each call of them.
+`CallPipeline` is the only grpc.aio interceptor the server installs. grpc.aio
+runs every interceptor's intercept_service for every call, and a handler that
+acts per call had to be rebuilt per call; with one interceptor the wrapped
+handler of a method is built the first time the method is called and reused
+(the continuation hands back the same handler object per method), so a call
+costs one dictionary lookup plus the layers that apply to it. Per-call data,
+such as metadata, is read from the call's ServicerContext inside the layers.
+
+grpcio's own streaming services (health Watch, reflection) write through
+context.write, which the stream wrapper cannot run around: layers that may
+touch them decline in applies_to, and a method no layer applies to is served
+by its own handler untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,49 +33,9 @@ from server.errors import Internal, ServiceError, Unavailable, Unimplemented
 
 log = logging.getLogger(__name__)
 
-# A wrapper receives the call (request, context) and a `proceed` callable that
-# runs the next layer. For streaming methods `proceed` returns an async iterator.
-Wrapper = Callable[[Any, ServicerContext, Callable[[], Any]], Any]
-
-
 # The services this codebase implements. Their streaming methods are async
-# generators (never context.write), which is what wrap_handler expects.
+# generators (never context.write), which is what the stream wrapper expects.
 OWN_PACKAGE = "concert.v1."
-
-
-def wrap_handler(
-    handler: grpc.RpcMethodHandler,
-    around_unary: Callable[[Any, ServicerContext, Callable[[], Awaitable[Any]]], Awaitable[Any]],
-    around_stream: Callable[
-        [Any, ServicerContext, Callable[[], AsyncIterator[Any]]], AsyncIterator[Any]
-    ],
-) -> grpc.RpcMethodHandler:
-    """The same method handler with its behaviour run inside a wrapper."""
-    if handler.unary_unary is not None:
-        inner_unary: Any = handler.unary_unary
-
-        async def unary(request: Any, context: ServicerContext) -> Any:
-            return await around_unary(request, context, lambda: inner_unary(request, context))
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        inner_stream: Any = handler.unary_stream
-
-        async def stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
-            items = around_stream(request, context, lambda: inner_stream(request, context))
-            async for item in items:
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler  # client-streaming methods: none in concert.v1
 
 
 def method_service(method: str) -> str:
@@ -70,13 +43,69 @@ def method_service(method: str) -> str:
     return method.lstrip("/").split("/", 1)[0]
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost layer: every failure leaves as a precise status, never UNKNOWN.
+class MethodInfo:
+    """What is known about a method before any call: its names and kind."""
 
-    ServiceError carries its own code; a lost or overloaded database is
-    UNAVAILABLE (the client may retry); anything else is a bug, logged with its
-    traceback and answered INTERNAL without internals.
+    __slots__ = ("kind", "labels", "method", "name", "service")
+
+    def __init__(self, method: str, kind: str) -> None:
+        self.method = method  # '/concert.v1.QueueService/IssueToken'
+        self.service, _, self.name = method.lstrip("/").partition("/")
+        self.kind = kind  # 'unary' or 'server_stream'
+        self.labels = (kind, self.service, self.name)  # of the call metrics
+
+    @property
+    def own(self) -> bool:
+        return self.service.startswith(OWN_PACKAGE)
+
+
+class Call:
+    """One call as the layers see it."""
+
+    __slots__ = ("context", "info", "request")
+
+    def __init__(self, info: MethodInfo, request: Any, context: ServicerContext) -> None:
+        self.info = info
+        self.request = request
+        self.context = context
+
+    @property
+    def method(self) -> str:
+        return self.info.method
+
+    def metadata(self) -> Any:
+        """The caller's metadata (key/value pairs)."""
+        return self.context.invocation_metadata()
+
+
+UnaryProceed = Callable[[Call], Awaitable[Any]]
+StreamProceed = Callable[[Call], AsyncIterator[Any]]
+
+
+class Layer:
+    """One concern around the calls of the methods it applies to.
+
+    By default a layer applies to the concert.v1 methods and does nothing;
+    subclasses override what they need. `proceed(call)` runs the next layer.
     """
+
+    def applies_to(self, info: MethodInfo) -> bool:
+        return info.own
+
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        return await proceed(call)
+
+    def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        return proceed(call)
+
+
+class CallPipeline(grpc.aio.ServerInterceptor):
+    """The layers, outermost first, as one interceptor with a handler cache per method."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self._layers = tuple(layers)
+        # method -> (the continuation's handler, the wrapped handler built from it)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -84,27 +113,81 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: grpcio answers UNIMPLEMENTED itself
         method = handler_call_details.method
-        if handler is None or not method_service(method).startswith(OWN_PACKAGE):
-            # Health and reflection come from grpcio and map their own errors.
-            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            try:
-                return await proceed()
-            except Exception as exc:  # the one place that maps every failure
-                await _abort(context, method, exc)
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The method's handler with the layers that apply to it run around each call."""
+        if handler.unary_unary is not None:
+            info = MethodInfo(method, "unary")
+            layers = [layer for layer in self._layers if layer.applies_to(info)]
+            if not layers:
+                return handler
+            inner_unary: Any = handler.unary_unary
+            chain: UnaryProceed = lambda call: inner_unary(call.request, call.context)  # noqa: E731
+            for layer in reversed(layers):
+                chain = functools.partial(layer.around, proceed=chain)
+            unary_chain = chain
 
-        async def around_stream(
-            request: Any, context: ServicerContext, proceed: Any
-        ) -> AsyncIterator[Any]:
-            try:
-                async for item in proceed():
+            async def unary(request: Any, context: ServicerContext) -> Any:
+                return await unary_chain(Call(info, request, context))
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            info = MethodInfo(method, "server_stream")
+            layers = [layer for layer in self._layers if layer.applies_to(info)]
+            if not layers:
+                return handler
+            inner_stream: Any = handler.unary_stream
+            stream_chain: StreamProceed = lambda call: inner_stream(call.request, call.context)  # noqa: E731
+            for layer in reversed(layers):
+                stream_chain = functools.partial(layer.around_stream, proceed=stream_chain)
+            outer_stream = stream_chain
+
+            async def stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
+                async for item in outer_stream(Call(info, request, context)):
                     yield item
-            except Exception as exc:
-                await _abort(context, method, exc)
 
-        return wrap_handler(handler, around_unary, around_stream)
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client-streaming methods: none in concert.v1
+
+
+class ErrorLayer(Layer):
+    """Every failure of the layers inside it leaves as a precise status, never UNKNOWN.
+
+    ServiceError carries its own code; a lost or overloaded database is
+    UNAVAILABLE (the client may retry); anything else is a bug, logged with its
+    traceback and answered INTERNAL without internals. Health and reflection
+    come from grpcio and map their own errors (applies to concert.v1 only).
+    """
+
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        try:
+            return await proceed(call)
+        except Exception as exc:  # the one place that maps every failure
+            await _abort(call.context, call.info.method, exc)
+
+    async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        try:
+            async for item in proceed(call):
+                yield item
+        except Exception as exc:
+            await _abort(call.context, call.info.method, exc)
 
 
 async def _abort(context: Any, method: str, exc: Exception) -> None:

@@ -1,6 +1,6 @@
-"""The outermost interceptor: request id, call metrics and the per-call log line.
+"""The outermost layer: request id, call metrics and the per-call log line.
 
-It sits OUTSIDE the ErrorInterceptor so it sees the status the caller gets:
+It sits OUTSIDE the ErrorLayer so it sees the status the caller gets:
 a handler's failure has already become `context.abort_with_status(...)` by the
 time it passes here, which raises AbortError with the code set on the context.
 A cancelled call is CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
@@ -11,7 +11,7 @@ otherwise a fresh UUID. It is held in a context variable for the call's task,
 so every log record made while serving the call carries it.
 
 grpcio's own streaming services (health Watch, reflection) write through
-context.write, which wrap_handler does not support: they are not observed.
+context.write, which the pipeline's stream wrapper does not support: they are not observed.
 Their unary methods (health Check, the probes' target) are.
 """
 
@@ -22,13 +22,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
 
-from server.interceptors import OWN_PACKAGE, method_service, wrap_handler
+from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 from server.observability.logs import request_id_var
 from server.observability.metrics import Metrics
 
@@ -59,82 +59,87 @@ def request_id_from(metadata: Any) -> str:
     return str(uuid.uuid4())
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityLayer(Layer):
+    """Outermost: every unary method (grpcio's too) and concert.v1's streams."""
+
     def __init__(self, metrics: Metrics) -> None:
         self._observe = _CallObserver(metrics)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # unknown method: grpcio answers UNIMPLEMENTED itself
-        method = handler_call_details.method
-        own = method_service(method).startswith(OWN_PACKAGE)
-        if handler.unary_unary is None and not (own and handler.unary_stream is not None):
-            return handler
-        service, _, name = method.lstrip("/").partition("/")
-        labels = ("unary" if handler.unary_unary is not None else "server_stream", service, name)
-        request_id = request_id_from(handler_call_details.invocation_metadata)
-        observe = self._observe
+    def applies_to(self, info: MethodInfo) -> bool:
+        return info.kind == "unary" or info.own
 
-        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            token = request_id_var.set(request_id)
-            started = observe.start(labels)
-            code = grpc.StatusCode.UNKNOWN  # an exception grpcio maps itself
-            try:
-                response = await proceed()
-                code = _code(context) or grpc.StatusCode.OK
-                return response
-            except grpc.aio.AbortError:
-                code = _code(context) or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            finally:
-                observe.finish(labels, method, code, started)
-                request_id_var.reset(token)
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        token = request_id_var.set(request_id_from(call.metadata()))
+        labels = call.info.labels
+        started = self._observe.start(labels)
+        code = grpc.StatusCode.UNKNOWN  # an exception grpcio maps itself
+        try:
+            response = await proceed(call)
+            code = _code(call.context) or grpc.StatusCode.OK
+            return response
+        except grpc.aio.AbortError:
+            code = _code(call.context) or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = _cancelled_code(call.context)
+            raise
+        finally:
+            self._observe.finish(labels, call.info.method, code, started)
+            request_id_var.reset(token)
 
-        async def around_stream(
-            request: Any, context: ServicerContext, proceed: Any
-        ) -> AsyncIterator[Any]:
-            # The call's task runs this generator to the end: no reset needed.
-            request_id_var.set(request_id)
-            started = observe.start(labels)
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                async for item in proceed():
-                    yield item
-                code = _code(context) or grpc.StatusCode.OK
-            except grpc.aio.AbortError:
-                code = _code(context) or grpc.StatusCode.UNKNOWN
-                raise
-            except (asyncio.CancelledError, GeneratorExit):
-                code = _cancelled_code(context)
-                raise
-            finally:
-                observe.finish(labels, method, code, started)
-
-        return wrap_handler(handler, around_unary, around_stream)
+    async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        # The call's task runs this generator to the end: no reset needed.
+        request_id_var.set(request_id_from(call.metadata()))
+        labels = call.info.labels
+        started = self._observe.start(labels)
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            async for item in proceed(call):
+                yield item
+            code = _code(call.context) or grpc.StatusCode.OK
+        except grpc.aio.AbortError:
+            code = _code(call.context) or grpc.StatusCode.UNKNOWN
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = _cancelled_code(call.context)
+            raise
+        finally:
+            self._observe.finish(labels, call.info.method, code, started)
 
 
 class _CallObserver:
+    """The call metrics, with each label set's metric children looked up once.
+
+    prometheus_client's labels() takes a lock and builds a key on every call;
+    the children for a method (and code) never change, so they are kept.
+    """
+
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._started: dict[tuple[str, str, str], Any] = {}
+        self._seconds: dict[tuple[str, str, str], Any] = {}
+        self._handled: dict[tuple[tuple[str, str, str], grpc.StatusCode], Any] = {}
 
     def start(self, labels: tuple[str, str, str]) -> float:
-        self._metrics.rpc_started.labels(*labels).inc()
+        started = self._started.get(labels)
+        if started is None:
+            started = self._started[labels] = self._metrics.rpc_started.labels(*labels)
+        started.inc()
         return time.perf_counter()
 
     def finish(
         self, labels: tuple[str, str, str], method: str, code: grpc.StatusCode, started: float
     ) -> None:
         seconds = time.perf_counter() - started
-        self._metrics.rpc_handled.labels(*labels, code.name).inc()
-        self._metrics.rpc_seconds.labels(*labels).observe(seconds)
+        handled = self._handled.get((labels, code))
+        if handled is None:
+            handled = self._metrics.rpc_handled.labels(*labels, code.name)
+            self._handled[(labels, code)] = handled
+        handled.inc()
+        histogram = self._seconds.get(labels)
+        if histogram is None:
+            histogram = self._seconds[labels] = self._metrics.rpc_seconds.labels(*labels)
+        histogram.observe(seconds)
         level = logging.WARNING if code in _SERVER_SIDE_CODES else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(

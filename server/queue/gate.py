@@ -8,17 +8,14 @@ the caller.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-
-import grpc
-from grpc.aio import ServicerContext
 
 from server.clock import Clock
 from server.credentials import bearer_credential
 from server.errors import FailedPrecondition, Unauthenticated
 from server.fan import Fan, fan_context
-from server.interceptors import method_service, wrap_handler
+from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 from server.queue.runtime import QueueRuntime
 from server.queue.tokens import read_queue_token
 from server.signing import Signer
@@ -85,41 +82,35 @@ def admit(
     return Fan(claims.user_id, claims.token_id, claims.queue_number)
 
 
-class QueueGateInterceptor(grpc.aio.ServerInterceptor):
+class QueueGateLayer(Layer):
     def __init__(self, signer: Signer, clock: Clock, runtime: QueueRuntime) -> None:
         self._signer = signer
         self._clock = clock
         self._runtime = runtime
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or method_service(handler_call_details.method) not in GATED_SERVICES:
-            return handler
-        credential = bearer_credential(handler_call_details.invocation_metadata)
-        signer, clock, runtime = self._signer, self._clock, self._runtime
-        allow_completed = handler_call_details.method in AFTER_COMPLETION_METHODS
+    def applies_to(self, info: MethodInfo) -> bool:
+        return info.service in GATED_SERVICES
 
-        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            fan = admit(signer, clock, runtime, credential, allow_completed=allow_completed)
-            bound = fan_context.set(fan)
-            try:
-                return await proceed()
-            finally:
-                fan_context.reset(bound)
+    def _admit(self, call: Call) -> Fan:
+        return admit(
+            self._signer,
+            self._clock,
+            self._runtime,
+            bearer_credential(call.metadata()),
+            allow_completed=call.info.method in AFTER_COMPLETION_METHODS,
+        )
 
-        async def around_stream(
-            request: Any, context: ServicerContext, proceed: Any
-        ) -> AsyncIterator[Any]:
-            fan = admit(signer, clock, runtime, credential, allow_completed=allow_completed)
-            bound = fan_context.set(fan)
-            try:
-                async for item in proceed():
-                    yield item
-            finally:
-                fan_context.reset(bound)
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        bound = fan_context.set(self._admit(call))
+        try:
+            return await proceed(call)
+        finally:
+            fan_context.reset(bound)
 
-        return wrap_handler(handler, around_unary, around_stream)
+    async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        bound = fan_context.set(self._admit(call))
+        try:
+            async for item in proceed(call):
+                yield item
+        finally:
+            fan_context.reset(bound)

@@ -12,17 +12,15 @@ a million seats (no strings) costs nothing here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
-import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from grpc.aio import ServicerContext
 
 from server.errors import Violations
-from server.interceptors import OWN_PACKAGE, method_service, wrap_handler
+from server.interceptors import Call, Layer, StreamProceed, UnaryProceed
 
 NUL = "\x00"
 
@@ -75,27 +73,14 @@ def check_request_text(request: Any) -> None:
     violations.raise_if_any()
 
 
-class RequestTextInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not method_service(handler_call_details.method).startswith(
-            OWN_PACKAGE
-        ):
-            return handler
+class RequestTextLayer(Layer):
+    """Applies to every concert.v1 method (the Layer default)."""
 
-        async def around_unary(request: Any, context: ServicerContext, proceed: Any) -> Any:
-            check_request_text(request)
-            return await proceed()
+    async def around(self, call: Call, proceed: UnaryProceed) -> Any:
+        check_request_text(call.request)
+        return await proceed(call)
 
-        async def around_stream(
-            request: Any, context: ServicerContext, proceed: Any
-        ) -> AsyncIterator[Any]:
-            check_request_text(request)
-            async for item in proceed():
-                yield item
-
-        return wrap_handler(handler, around_unary, around_stream)
+    async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
+        check_request_text(call.request)
+        async for item in proceed(call):
+            yield item

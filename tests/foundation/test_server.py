@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.app import SERVICE_NAMES, App
-from server.interceptors import ErrorInterceptor
+from server.interceptors import CallPipeline, ErrorLayer
 from tests.support import ADMIN, Stubs, error_details, free_port
 
 CONCERT_SERVICES = {
@@ -126,7 +126,7 @@ async def test_a_method_not_built_answers_unimplemented_not_internal(app: App) -
     class Bare(queue_pb2_grpc.QueueServiceServicer):
         pass
 
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    server = grpc.aio.server(interceptors=[CallPipeline([ErrorLayer()])])
     queue_pb2_grpc.add_QueueServiceServicer_to_server(Bare(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

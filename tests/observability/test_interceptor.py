@@ -1,6 +1,6 @@
 """The observability interceptor around handlers of every kind, on a small probe server.
 
-The probe service lives in the concert.v1 package so that the ErrorInterceptor
+The probe service lives in the concert.v1 package so that the ErrorLayer
 maps its failures exactly as it does for the real services.
 """
 
@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from server.errors import FailedPrecondition
-from server.interceptors import ErrorInterceptor
-from server.observability.interceptor import ObservabilityInterceptor
+from server.interceptors import CallPipeline, ErrorLayer
+from server.observability.interceptor import ObservabilityLayer
 from server.observability.logs import JsonFormatter, RequestIdFilter
 from server.observability.metrics import Metrics
 
@@ -74,7 +74,9 @@ class Probe:
 async def probe_server() -> AsyncIterator[tuple[str, Probe, Metrics]]:
     metrics = Metrics()
     probe = Probe()
-    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics), ErrorInterceptor()])
+    server = grpc.aio.server(
+        interceptors=[CallPipeline([ObservabilityLayer(metrics), ErrorLayer()])]
+    )
     server.add_generic_rpc_handlers((probe.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

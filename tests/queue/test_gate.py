@@ -9,7 +9,8 @@ from concert.v1 import concert_pb2, queue_pb2
 from server.app import App
 from server.clock import FakeClock
 from server.fan import fan_context
-from server.queue.gate import QueueGateInterceptor, admit
+from server.interceptors import CallPipeline
+from server.queue.gate import QueueGateLayer, admit
 from tests.queue.helpers import complete, issue_all, settle
 from tests.support import Stubs, bearer, error_details
 
@@ -132,10 +133,20 @@ async def test_the_gate_costs_no_database_round_trip(app: App, stubs: Stubs) -> 
     assert pool.get_stats().get("requests_num", 0) == before
 
 
+class _Context:
+    """The part of a ServicerContext the layers read: the caller's metadata."""
+
+    def __init__(self, metadata: object) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> object:
+        return self._metadata
+
+
 async def test_the_gate_binds_the_fan_for_the_call_only(app: App, stubs: Stubs) -> None:
-    [(user_id, token)] = await issue_all(app, stubs, 1)
+    [(user_id, token), (other_id, other)] = await issue_all(app, stubs, 2)
     seen = []
-    gate = QueueGateInterceptor(app.ctx.signer, app.ctx.clock, app.ctx.queue)
+    gate = CallPipeline([QueueGateLayer(app.ctx.signer, app.ctx.clock, app.ctx.queue)])
 
     async def handler(request: object, context: object) -> str:
         fan = fan_context.get()
@@ -144,12 +155,20 @@ async def test_the_gate_binds_the_fan_for_the_call_only(app: App, stubs: Stubs) 
 
     class Details:
         method = "/concert.v1.ConcertService/ListConcerts"
-        invocation_metadata = bearer(token)
+        invocation_metadata = ()
+
+    inner = grpc.unary_unary_rpc_method_handler(handler)
 
     async def continuation(details: object) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(handler)
+        return inner
 
     wrapped = await gate.intercept_service(continuation, Details())  # type: ignore[arg-type]
-    assert await wrapped.unary_unary(object(), object()) == "ok"
+    assert await wrapped.unary_unary(object(), _Context(bearer(token))) == "ok"
     assert seen[0] is not None and seen[0].user_id == user_id
+    assert fan_context.get() is None
+    # Built once per method; each call's credential is read from its own context.
+    again = await gate.intercept_service(continuation, Details())  # type: ignore[arg-type]
+    assert again is wrapped
+    assert await again.unary_unary(object(), _Context(bearer(other))) == "ok"
+    assert seen[1] is not None and seen[1].user_id == other_id
     assert fan_context.get() is None
