@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -25,6 +26,11 @@ from server.signing import Signer
 
 # How often an open watch stream re-checks its token's expiry when nothing changes.
 WATCH_RECHECK_SECONDS = 5.0
+
+# GetQueueStatus extends a token only when that moves its expiry by at least
+# this share of the lifetime: a waiting fan polling more often than every
+# 0.9 x lifetime stays in line, and most polls are reads.
+LAZY_TOUCH_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -55,20 +61,27 @@ class QueuePresence:
         status = queue_status(token, runtime.state, runtime.rate, self._clock.now())
         return Presented(token, sign_queue_token(self._signer, claims_of(token)), status)
 
-    async def touch(self, token_id: uuid.UUID, queue_number: int) -> TokenRow | None:
-        """Extend a live token; the row as it stands, or None when there is no such token."""
+    async def touch(
+        self, token_id: uuid.UUID, queue_number: int, *, lazily: bool = False
+    ) -> TokenRow | None:
+        """Extend a live token; the row as it stands, or None when there is no such token.
+
+        lazily: leave the row alone when its expiry would move by less than a
+        tenth of the lifetime (a status poll), so polling costs a read, not a write.
+        """
         now = self._clock.now()
-        admitted = self._runtime.state.is_admitted(queue_number)
+        runtime = self._runtime
+        admitted = runtime.state.is_admitted(queue_number)
+        min_move = runtime.token_ttl * LAZY_TOUCH_FRACTION if lazily else timedelta(0)
         async with self._pool.connection() as conn:
-            row = await store.touch_token(conn, token_id, now, self._runtime.token_ttl, admitted)
-            if row is None:
-                row = await store.get_token(conn, token_id)
-        return row
+            return await store.touch_token(
+                conn, token_id, now, runtime.token_ttl, admitted, min_move=min_move
+            )
 
     async def status(self, credential: str | None) -> Presented:
         """GetQueueStatus: a completed token reports COMPLETED; an expired one is refused."""
         claims = parse_token(self._signer, credential)
-        row = await self.touch(claims.token_id, claims.queue_number)
+        row = await self.touch(claims.token_id, claims.queue_number, lazily=True)
         return self.present(self._usable(row, completed_ok=True))
 
     async def refresh(self, credential: str | None) -> Presented:

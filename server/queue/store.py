@@ -179,23 +179,44 @@ async def insert_token(
 
 
 async def touch_token(
-    conn: AsyncConnection, token_id: uuid.UUID, now: datetime, ttl: timedelta, admitted: bool
+    conn: AsyncConnection,
+    token_id: uuid.UUID,
+    now: datetime,
+    ttl: timedelta,
+    admitted: bool,
+    *,
+    min_move: timedelta = timedelta(0),
 ) -> TokenRow | None:
-    """Presence: extend a live token; None if it is not live (any more).
+    """Presence: extend a live token; the row as it then stands, None if there is no such token.
 
     Waiting: expiry moves to now + ttl. Admitted: admitted_at is recorded the
     first time it is seen, and expiry never passes admitted_at + ttl (the
     bounded active window). Expiry never moves backwards.
+
+    The row is written only when its expiry would move by at least `min_move`
+    (or admission is first recorded): a fan polling every second would
+    otherwise cost a write and a WAL flush per poll for a few seconds of
+    expiry. Otherwise, like a token that is not live, the row is returned as
+    it stands (one statement either way).
     """
+    target = (
+        "(CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s) ELSE %(now)s END + %(ttl)s)"
+    )
     cursor = await conn.execute(
-        "UPDATE queue_tokens SET"
-        " admitted_at = CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s)"
-        "  ELSE admitted_at END,"
-        " expires_at = greatest(expires_at, CASE WHEN %(admitted)s"
-        "  THEN coalesce(admitted_at, %(now)s) ELSE %(now)s END + %(ttl)s)"
-        " WHERE id = %(id)s AND state = 'live' AND expires_at > %(now)s"
-        f" RETURNING {_TOKEN_COLUMNS}",
-        {"id": token_id, "now": now, "ttl": ttl, "admitted": admitted},
+        "WITH touched AS ("
+        "  UPDATE queue_tokens SET"
+        "   admitted_at = CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s)"
+        "    ELSE admitted_at END,"
+        f"   expires_at = greatest(expires_at, {target})"
+        "  WHERE id = %(id)s AND state = 'live' AND expires_at > %(now)s"
+        "   AND ((%(admitted)s AND admitted_at IS NULL)"
+        f"    OR {target} - expires_at >= %(min_move)s)"
+        f"  RETURNING {_TOKEN_COLUMNS}"
+        ")"
+        f" SELECT {_TOKEN_COLUMNS} FROM touched"
+        f" UNION ALL SELECT {_TOKEN_COLUMNS} FROM queue_tokens"
+        "  WHERE id = %(id)s AND NOT EXISTS (SELECT FROM touched)",
+        {"id": token_id, "now": now, "ttl": ttl, "admitted": admitted, "min_move": min_move},
     )
     row = await cursor.fetchone()
     return TokenRow(*row) if row else None
