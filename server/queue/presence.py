@@ -7,6 +7,7 @@ present; an admitted fan's expiry stops at admitted_at + token lifetime.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from server.queue.store import TokenRow
 from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
 from server.signing import Signer
 
-# How often an open watch stream re-checks its token's expiry when nothing changes.
-WATCH_RECHECK_SECONDS = 5.0
+# An open watch stream sends a new position at most this often.
+WATCH_MIN_INTERVAL_SECONDS = 1.0
 
 # GetQueueStatus extends a token only when that moves its expiry by at least
 # this share of the lifetime: a waiting fan polling more often than every
@@ -90,30 +91,36 @@ class QueuePresence:
         return self.present(self._usable(row, completed_ok=False))
 
     async def watch(self, credential: str | None) -> AsyncIterator[Presented]:
-        """One status now, then one per change of position; ends when admitted or done."""
+        """One status now, then the latest position when it changes; ends when admitted or done.
+
+        Coalesced: a stream wakes at the runtime's shared pulse (at most once a
+        second after changes) and sends only when its own position changed, at
+        most once per WATCH_MIN_INTERVAL_SECONDS; positions passed in between are
+        skipped, never reordered. Admission wakes the stream at once and its
+        message is sent at once, as is the end of an expired token.
+        """
         claims = parse_token(self._signer, credential)
         runtime = self._runtime
         row = self._usable(await self.touch(claims.token_id, claims.queue_number), True)
-        seen_version = runtime.state.version
         first = self.present(row)
         yield first
         if first.status.state != queue_pb2.QUEUE_TOKEN_STATE_WAITING:
             return
+        loop = asyncio.get_running_loop()
         runtime.watch(row.token_id, row.expires_at)
         try:
             seen = (first.status.people_ahead, first.status.admission_paused)
+            signed, signed_expiry = first.credential, row.expires_at
+            sent_at = loop.time()
+            unsent = False  # the position moved but the last message is too recent
             while True:
-                if runtime.state.version == seen_version:
-                    await runtime.changes.wait(WATCH_RECHECK_SECONDS)
+                await runtime.wakeups.wait(row.queue_number, pending_send=unsent)
                 expiry = runtime.watched_expiry(row.token_id)
                 if expiry is None or expiry <= self._clock.now():
                     raise Unauthenticated("TOKEN_EXPIRED", "the queue token has expired")
                 if runtime.is_completed(row.token_id):
                     return
                 state = runtime.state
-                if state.version == seen_version:
-                    continue
-                seen_version = state.version
                 if state.is_admitted(row.queue_number):
                     # The one database call of this stream after its start:
                     # record admission and bound the active window.
@@ -121,12 +128,16 @@ class QueuePresence:
                     yield self.present(admitted)
                     return
                 position = (state.people_ahead(row.queue_number), state.paused)
-                if position != seen:
-                    seen = position
-                    row = TokenRow(
-                        row.token_id, row.user_id, row.queue_number, row.state, expiry, None
-                    )
-                    yield self.present(row)
+                unsent = position != seen
+                if not unsent or loop.time() - sent_at < WATCH_MIN_INTERVAL_SECONDS:
+                    continue
+                seen, unsent, sent_at = position, False, loop.time()
+                row = TokenRow(row.token_id, row.user_id, row.queue_number, row.state, expiry, None)
+                if expiry != signed_expiry:  # re-sign only when the expiry moved
+                    signed = sign_queue_token(self._signer, claims_of(row))
+                    signed_expiry = expiry
+                status = queue_status(row, state, runtime.rate, self._clock.now())
+                yield Presented(row, signed, status)
         finally:
             runtime.unwatch(row.token_id)
 

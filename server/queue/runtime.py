@@ -1,9 +1,9 @@
 """The queue's in-process runtime: admission state in memory, fed by LISTEN/NOTIFY.
 
 One per server process. It holds the latest queue_state (so the gate and the
-status answers never read the database for it), fans every change out to all
-open watch streams through one shared future (work per change, not per
-watcher), keeps open watch streams' tokens alive with one batched UPDATE, and
+status answers never read the database for it), wakes open watch streams
+at most once a second after changes (and a fan the change admits at once: see
+WatcherWakeups), keeps open watch streams' tokens alive with one batched UPDATE, and
 remembers tokens completed by payments so the gate refuses them at once.
 
 Sources of state, newest version wins:
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import uuid
 from collections.abc import Iterable
@@ -34,25 +36,57 @@ from server.queue.admission import AdmissionRate, AdmissionState
 log = logging.getLogger(__name__)
 
 SAFETY_REREAD_SECONDS = 5.0
+# Waiting watch streams wake together at most this often after a change...
+PULSE_SECONDS = 1.0
+# ...and at least this often, to notice an expired token with no change.
+WATCH_RECHECK_SECONDS = 5.0
 _RECONNECT_SECONDS = 1.0
 
 
-class ChangeFeed:
-    """Wakes every waiter once per change: one shared future, replaced on publish."""
+class WatcherWakeups:
+    """When waiting watch streams wake up: at a shared pulse, or at once on admission.
+
+    Every change of the queue moves every waiting fan's position, and during a
+    sale changes come hundreds of times a second: waking thousands of watchers
+    per change is what overloaded the server. Instead a watcher waits on its own
+    future (no timer), which is resolved either by the next pulse, at most once
+    per PULSE_SECONDS for all watchers together, or at once by the change that
+    admits its queue number (a heap by number, so a change touches only the
+    watchers it admits).
+    """
 
     def __init__(self) -> None:
-        self._next: asyncio.Future[None] | None = None
+        self._until_pulse: list[asyncio.Future[None]] = []
+        self._by_number: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self.pending_send = False  # some watcher holds a change it could not send yet
 
-    def publish(self) -> None:
-        if self._next is not None and not self._next.done():
-            self._next.set_result(None)
-        self._next = None
+    def wait(self, queue_number: int, *, pending_send: bool = False) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._until_pulse.append(waiter)
+        heapq.heappush(self._by_number, (queue_number, next(self._order), waiter))
+        self.pending_send = self.pending_send or pending_send
+        return waiter
 
-    async def wait(self, at_most_seconds: float) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._next), at_most_seconds)
+    @property
+    def waiting(self) -> bool:
+        return bool(self._until_pulse)
+
+    def pulse(self) -> None:
+        """Wake every waiting watcher."""
+        waiters, self._until_pulse, self._by_number = self._until_pulse, [], []
+        self.pending_send = False
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def admit(self, window_limit: int) -> None:
+        """Wake, now, the watchers whose queue number the window has reached."""
+        by_number = self._by_number
+        while by_number and by_number[0][0] <= window_limit:
+            waiter = heapq.heappop(by_number)[2]
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class QueueRuntime:
@@ -62,7 +96,7 @@ class QueueRuntime:
         self._clock = clock
         self._state: AdmissionState | None = None
         self.rate = AdmissionRate()
-        self.changes = ChangeFeed()
+        self.wakeups = WatcherWakeups()
         # Completed (paid) tokens -> their expiry: refused by the gate until then.
         self._completed: dict[uuid.UUID, datetime] = {}
         # Open watch streams: token id -> number of streams, and the expiry the
@@ -105,7 +139,7 @@ class QueueRuntime:
         self._state = state
         self.rate.observe(now, state.window_limit)
         self.changes_applied += 1
-        self.changes.publish()
+        self.wakeups.admit(state.window_limit)
         return True
 
     def is_completed(self, token_id: uuid.UUID) -> bool:
@@ -129,6 +163,7 @@ class QueueRuntime:
         self._tasks = [
             asyncio.create_task(self._listen(), name="queue-listen"),
             asyncio.create_task(self._keep_watchers_present(), name="queue-presence"),
+            asyncio.create_task(self._pulse_watchers(), name="queue-watch-pulse"),
         ]
         await self.refresh()
         # Wait (briefly) until LISTEN is in place, so no change after start is missed.
@@ -142,7 +177,7 @@ class QueueRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        self.changes.publish()
+        self.wakeups.pulse()
 
     async def _listen(self) -> None:
         while True:
@@ -212,6 +247,26 @@ class QueueRuntime:
             if token_id in self._watch_expiry:
                 self._watch_expiry[token_id] = expires_at
         return len(extended)
+
+    async def _pulse_watchers(self) -> None:
+        """The one timer of all watch streams: a pulse after changes, or a periodic recheck."""
+        loop = asyncio.get_running_loop()
+        pulsed_version: int | None = None
+        pulsed_at = loop.time()
+        while True:
+            await asyncio.sleep(PULSE_SECONDS)
+            wakeups = self.wakeups
+            if not wakeups.waiting:
+                continue
+            version = self._state.version if self._state is not None else None
+            now = loop.time()
+            if (
+                version != pulsed_version
+                or wakeups.pending_send
+                or now - pulsed_at >= WATCH_RECHECK_SECONDS
+            ):
+                pulsed_version, pulsed_at = version, now
+                wakeups.pulse()
 
     async def _keep_watchers_present(self) -> None:
         # A third of the lifetime: two touches may fail before a token lapses.

@@ -120,10 +120,11 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchQueueStatus(self, request, context):
-        """WatchQueueStatus streams the fan's status: one message at once, then one
-        whenever their position changes. The stream ends after the message that
-        says they are admitted, or when their token expires. An open stream keeps
-        a waiting token alive.
+        """WatchQueueStatus streams the fan's status: one message at once, then the
+        latest position whenever it changes, at most about once a second
+        (positions passed in between are skipped). The stream ends after the
+        message that says they are admitted, sent at once, or when their token
+        expires. An open stream keeps a waiting token alive.
 
         Errors: as GetQueueStatus.
         """
