@@ -10,7 +10,8 @@ the payment module (a PaymentGateway), outside the server's transaction:
    nothing changed).
 3. confirm: ONE transaction checks the token is live and the reservation is
    still held by this fan and not expired, records the payment (unique per
-   reservation), marks the seat sold and completes the token. If any check
+   reservation), marks the seat sold, stores the answer (AIP-155) and, last,
+   counts the sale and completes the token (the rows every payment shares). If any check
    fails the transaction rolls back and the gateway refunds in full; the fan
    is told RESERVATION_NOT_HELD.
 
@@ -140,15 +141,7 @@ async def pay(
     # 3. confirm, or give the money back
     try:
         async with ctx.pool.connection() as conn, conn.transaction():
-            return await run_once(
-                conn,
-                ctx.clock,
-                scope=_pay_scope(fan.user_id),
-                request_id=request_id,
-                request=request,
-                response_type=payment_pb2.PayResponse,
-                execute=lambda: confirm_attempt(conn, attempt, ctx.clock.now(), fan=fan),
-            )
+            return await _confirm_once(ctx, conn, attempt, request, fan=fan)
     except Exception as failure:
         await settle_by_refund(ctx, attempt)
         if isinstance(failure, NotConfirmable):
@@ -241,13 +234,52 @@ async def _begin_attempt(
     return attempt
 
 
-async def confirm_attempt(
-    conn: AsyncConnection, attempt: Attempt, now: datetime, *, fan: Fan | None
+@dataclass(frozen=True)
+class Sale:
+    """A confirmation's share of the shared counters, counted last (count_sales)."""
+
+    date_id: uuid.UUID
+    token_id: uuid.UUID
+
+
+async def _confirm_once(
+    ctx: ServiceContext,
+    conn: AsyncConnection,
+    attempt: Attempt,
+    request: payment_pb2.PayRequest,
+    *,
+    fan: Fan | None,
 ) -> payment_pb2.PayResponse:
-    """The confirmation transaction (the caller opened it). Raises NotConfirmable.
+    """The confirmation transaction's statements (the caller opened it), answer stored once."""
+    now = ctx.clock.now()
+    sales: list[Sale] = []
+    response = await run_once(
+        conn,
+        ctx.clock,
+        scope=_pay_scope(attempt.user_id),
+        request_id=attempt.request_id,
+        request=request,
+        response_type=payment_pb2.PayResponse,
+        execute=lambda: confirm_attempt(conn, attempt, now, fan=fan, sales=sales),
+    )
+    await count_sales(conn, sales, now)
+    return response
+
+
+async def confirm_attempt(
+    conn: AsyncConnection,
+    attempt: Attempt,
+    now: datetime,
+    *,
+    fan: Fan | None,
+    sales: list[Sale],
+) -> payment_pb2.PayResponse:
+    """Record the payment (the caller opened the transaction). Raises NotConfirmable.
 
     fan is the caller when Pay confirms (its token must still be live); None
-    when the reconciliation job confirms a charge whose call died.
+    when the reconciliation job confirms a charge whose call died. The sale is
+    appended to `sales`, for the caller to count with count_sales as the last
+    statements of the same transaction.
     """
     cursor = await conn.execute(
         "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE", (attempt.id,)
@@ -270,34 +302,63 @@ async def confirm_attempt(
     state, expires_at, date_id, seat_number = reservation
     if state != "held" or expires_at <= now:
         raise NotConfirmable("the hold expired" if state == "held" else f"it is {state}")
-    payment_id = uuid.uuid4()
+    # One statement for the four rows of this sale (the seat, the payment, the
+    # reservation, the attempt). Each part is conditional; if the seat or the
+    # payment part did nothing, NotConfirmable rolls all of them back.
     cursor = await conn.execute(
-        "INSERT INTO payments (id, reservation_id, user_id, amount, charge_key, state, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, 'completed', %s)"
-        " ON CONFLICT (reservation_id) DO NOTHING RETURNING " + _PAYMENT_COLUMNS,
-        (payment_id, attempt.reservation_id, attempt.user_id, attempt.amount, attempt.id, now),
+        "WITH seat AS ("
+        "  UPDATE seats SET sold = true, held_until = NULL"
+        "  WHERE date_id = %(date)s AND seat_number = %(seat)s AND reservation_id = %(reservation)s"
+        "   AND NOT sold AND held_until > %(now)s RETURNING 1"
+        "), payment AS ("
+        "  INSERT INTO payments"
+        "   (id, reservation_id, user_id, amount, charge_key, state, created_at)"
+        "  VALUES (%(payment)s, %(reservation)s, %(user)s, %(amount)s, %(attempt)s, 'completed',"
+        "   %(now)s)"
+        f"  ON CONFLICT (reservation_id) DO NOTHING RETURNING {_PAYMENT_COLUMNS}"
+        "), paid AS ("
+        "  UPDATE reservations SET state = 'paid' WHERE id = %(reservation)s"
+        "), confirmed AS ("
+        "  UPDATE payment_attempts SET state = 'confirmed', updated_at = %(now)s"
+        "  WHERE id = %(attempt)s AND state = 'charging'"
+        ")"
+        f" SELECT EXISTS (SELECT FROM seat), payment.* FROM (SELECT) AS one"
+        " LEFT JOIN payment ON true",
+        {
+            "date": date_id,
+            "seat": seat_number,
+            "reservation": attempt.reservation_id,
+            "now": now,
+            "payment": uuid.uuid4(),
+            "user": attempt.user_id,
+            "amount": attempt.amount,
+            "attempt": attempt.id,
+        },
     )
-    payment = await cursor.fetchone()
-    if payment is None:
+    written = await cursor.fetchone()
+    assert written is not None
+    if written[1] is None:
         raise NotConfirmable("a payment for it already exists")
-    cursor = await conn.execute(
-        "UPDATE seats SET sold = true, held_until = NULL"
-        " WHERE date_id = %s AND seat_number = %s AND reservation_id = %s"
-        " AND NOT sold AND held_until > %s",
-        (date_id, seat_number, attempt.reservation_id, now),
-    )
-    if cursor.rowcount != 1:
+    if not written[0]:
         raise NotConfirmable("the seat is no longer held for it")
-    await conn.execute(
-        "UPDATE reservations SET state = 'paid' WHERE id = %s", (attempt.reservation_id,)
-    )
-    await conn.execute(
-        "UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %s",
-        (date_id,),
-    )
-    await _move_attempt(conn, attempt.id, "charging", "confirmed", now)
-    await complete_token(conn, attempt.token_id, now)
-    return payment_pb2.PayResponse(payment=payment_message(payment))
+    sales.append(Sale(date_id, attempt.token_id))
+    return payment_pb2.PayResponse(payment=payment_message(written[1:]))
+
+
+async def count_sales(conn: AsyncConnection, sales: list[Sale], now: datetime) -> None:
+    """The rows every payment shares, as the last statements before COMMIT.
+
+    concert_dates.sold_seat_count (one row per date) and the queue's
+    completed_count (one row in all, in complete_token) serialise every
+    payment: taken last, their locks are held for these few statements and
+    the commit, not for the whole confirmation.
+    """
+    for sale in sales:
+        await conn.execute(
+            "UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %s",
+            (sale.date_id,),
+        )
+        await complete_token(conn, sale.token_id, now)
 
 
 async def _payment_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> payment_pb2.Payment:
@@ -391,15 +452,7 @@ async def _reconcile_charging(
         )
         try:
             async with conn.transaction():
-                await run_once(
-                    conn,
-                    ctx.clock,
-                    scope=_pay_scope(attempt.user_id),
-                    request_id=attempt.request_id,
-                    request=request,
-                    response_type=payment_pb2.PayResponse,
-                    execute=lambda: confirm_attempt(conn, attempt, ctx.clock.now(), fan=None),
-                )
+                await _confirm_once(ctx, conn, attempt, request, fan=None)
             return "confirmed"
         except NotConfirmable:
             pass

@@ -39,9 +39,9 @@ async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -
     process (this one included) learns of the new completed_count then, and
     its gate refuses the completed token from then on.
     """
-    token = await store.get_token(conn, token_id, for_update=True)
-    if token is None or not await store.end_token(conn, token_id, "completed", now):
+    expires_at = await store.end_token(conn, token_id, "completed", now)
+    if expires_at is None:
         return False
     state = await store.add_completed(conn, 1, now)
-    await store.notify_change(conn, state, [(token_id, token.expires_at)])
+    await store.notify_change(conn, state, [(token_id, expires_at)])
     return True

@@ -235,14 +235,17 @@ async def touch_waiting_tokens(
     return {row[0]: row[1] for row in await cursor.fetchall()}
 
 
-async def end_token(conn: AsyncConnection, token_id: uuid.UUID, state: str, now: datetime) -> bool:
-    """live -> completed/expired, only if still live; True if this call moved it."""
+async def end_token(
+    conn: AsyncConnection, token_id: uuid.UUID, state: str, now: datetime
+) -> datetime | None:
+    """live -> completed/expired, only if still live; its expiry if this call moved it."""
     cursor = await conn.execute(
         "UPDATE queue_tokens SET state = %s, ended_at = %s WHERE id = %s AND state = 'live'"
-        " RETURNING id",
+        " RETURNING expires_at",
         (state, now, token_id),
     )
-    return await cursor.fetchone() is not None
+    row = await cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> int:
