@@ -80,10 +80,41 @@ class QueuePresence:
             )
 
     async def status(self, credential: str | None) -> Presented:
-        """GetQueueStatus: a completed token reports COMPLETED; an expired one is refused."""
+        """GetQueueStatus: a completed token reports COMPLETED; an expired one is refused.
+
+        Most polls are answered from memory, like the gate: the token's own
+        signed expiry, the completions heard by LISTEN/NOTIFY and the admission
+        window. The row is read (and extended) only when the poll would move
+        the expiry by LAZY_TOUCH_FRACTION of the lifetime, or the token is
+        completed or expired, which the row must tell.
+        """
         claims = parse_token(self._signer, credential)
+        if self._fresh_in_memory(claims):
+            remembered = TokenRow(
+                claims.token_id,
+                claims.user_id,
+                claims.queue_number,
+                "live",
+                claims.expire_time,
+                None,
+            )
+            runtime = self._runtime
+            status = queue_status(remembered, runtime.state, runtime.rate, self._clock.now())
+            return Presented(remembered, str(credential), status)
         row = await self.touch(claims.token_id, claims.queue_number, lazily=True)
         return self.present(self._usable(row, completed_ok=True))
+
+    def _fresh_in_memory(self, claims: QueueToken) -> bool:
+        """True when a lazy touch would leave the row alone and memory knows the rest.
+
+        The row's expiry is never earlier than the newest signed one (every
+        extension re-signs), so a signed expiry in the future means the expiry
+        job has not ended the token; a payment that ended it is in the
+        runtime's completed set.
+        """
+        runtime = self._runtime
+        horizon = self._clock.now() + runtime.token_ttl * (1 - LAZY_TOUCH_FRACTION)
+        return claims.expire_time > horizon and not runtime.is_completed(claims.token_id)
 
     async def refresh(self, credential: str | None) -> Presented:
         claims = parse_token(self._signer, credential)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -54,7 +55,50 @@ async def test_status_follows_the_counter_and_estimates_the_wait(
     assert admitted.status.people_ahead == 0
     assert not admitted.status.HasField("estimated_wait")
 
+    await heard_completion(app, fans[0][1])
     done = await status(stubs, fans[0][1])
+    assert done.status.state == queue_pb2.QUEUE_TOKEN_STATE_COMPLETED
+
+
+async def heard_completion(app: App, token: str) -> None:
+    """Wait until this process has heard (by NOTIFY) that the token was completed."""
+    claims = read_queue_token(app.ctx.signer, token)
+    assert claims is not None
+    for _ in range(500):
+        if app.ctx.queue.is_completed(claims.token_id):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the completion never arrived by NOTIFY")
+
+
+async def test_polls_are_answered_from_memory_until_the_expiry_should_move(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    fans = await issue_all(app, stubs, 4)  # capacity 2: fans 3 and 4 wait
+    ttl = app.ctx.settings.token_ttl_seconds
+    token = fans[3][1]
+    pool = app.ctx.pool
+    before = pool.get_stats().get("requests_num", 0)
+    for _ in range(10):
+        clock.advance(ttl * 0.05 / 10)
+        reply = await status(stubs, token)
+        assert reply.token == token  # nothing to extend yet: the same token
+        assert (reply.status.state, reply.status.people_ahead) == (
+            queue_pb2.QUEUE_TOKEN_STATE_WAITING,
+            2,
+        )
+    assert pool.get_stats().get("requests_num", 0) == before
+
+    # Past a tenth of the lifetime the poll extends the token in the database.
+    clock.advance(ttl * 0.06)
+    reply = await status(stubs, token)
+    assert pool.get_stats().get("requests_num", 0) == before + 1
+    assert expiry_of(app, reply.token) == clock.now() + timedelta(seconds=ttl)
+
+    # A completion heard by NOTIFY sends the next poll to the row, which says COMPLETED.
+    await complete(app, reply.token)
+    await heard_completion(app, reply.token)
+    done = await status(stubs, reply.token)
     assert done.status.state == queue_pb2.QUEUE_TOKEN_STATE_COMPLETED
 
 
