@@ -56,8 +56,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # KB); the hard limit still sheds a runaway backlog.
 MAX_PENDING_CALLS = 20_000
 
-SERVICE_NAMES = tuple(
-    service.full_name
+# Every concert.v1 service, as protobuf descriptors (reflection, health, tests).
+SERVICES = tuple(
+    service
     for module in (
         account_pb2,
         queue_pb2,
@@ -69,6 +70,7 @@ SERVICE_NAMES = tuple(
     )
     for service in module.DESCRIPTOR.services_by_name.values()
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 @dataclass

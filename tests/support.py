@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from concert.v1 import (
@@ -89,6 +92,32 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
                 detail.Unpack(message)
                 setattr(found, attribute, message)
     return found
+
+
+def wait_until_serving(
+    address: str,
+    *,
+    alive: Callable[[], bool],
+    output: Callable[[], str],
+    timeout: float = 60.0,
+    name: str = "server",
+) -> None:
+    """Poll the gRPC health service of a server process until it answers SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not alive():
+                raise AssertionError(f"{name} exited early:\n{output()}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} not SERVING after {timeout}s:\n{output()}")
+            time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -11,14 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from tests.support import TEST_ADMIN_KEY, free_port
+from tests.support import TEST_ADMIN_KEY, free_port, wait_until_serving
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 60.0
@@ -47,21 +43,9 @@ class ServerProcess:
         return self.process.poll() is None
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if not self.alive():
-                    raise RuntimeError(f"{self.name} exited early:\n{self.log}")
-                try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not SERVING after {timeout}s:\n{self.log}")
-                time.sleep(0.1)
+        wait_until_serving(
+            self.address, alive=self.alive, output=lambda: self.log, timeout=timeout, name=self.name
+        )
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; kill -9 if the drain does not end in time."""

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
@@ -16,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.app import SERVICE_NAMES, App
 from server.interceptors import CallPipeline, ErrorLayer
-from tests.support import ADMIN, Stubs, error_details, free_port
+from tests.support import ADMIN, Stubs, error_details, free_port, wait_until_serving
 
 CONCERT_SERVICES = {
     "concert.v1.AccountService",
@@ -94,30 +93,17 @@ def test_sigterm_drains_and_exits_zero(database_url: str) -> None:
         text=True,
     )
     try:
-        _wait_until_serving(f"127.0.0.1:{port}", process)
+        wait_until_serving(
+            f"127.0.0.1:{port}",
+            alive=lambda: process.poll() is None,
+            output=lambda: process.stderr.read() if process.stderr else "",
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def _wait_until_serving(address: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited early: {process.stderr.read()}")  # type: ignore[union-attr]
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise AssertionError("server did not become SERVING within 60 s")
 
 
 async def test_a_method_not_built_answers_unimplemented_not_internal(app: App) -> None:

@@ -42,7 +42,7 @@ from concert.v1 import (
     wallet_pb2,
 )
 from server.accounts.sessions import issue_session
-from server.app import MAX_MESSAGE_BYTES, App
+from server.app import MAX_MESSAGE_BYTES, SERVICES, App
 from server.queue.tokens import QueueToken, sign_queue_token
 from server.validation import encode_page_token
 from tests.fans import AdmittedFan, admitted_fan
@@ -55,20 +55,7 @@ from tests.support import ADMIN, Stubs, bearer, error_details
 EXAMPLES_PER_METHOD = int(os.environ.get("CONCERT_FUZZ_EXAMPLES", "40"))
 DERANDOMIZE = not os.environ.get("CONCERT_FUZZ_RANDOM")
 
-METHODS: list[MethodDescriptor] = [
-    method
-    for module in (
-        account_pb2,
-        queue_pb2,
-        concert_pb2,
-        reservation_pb2,
-        payment_pb2,
-        wallet_pb2,
-        admin_pb2,
-    )
-    for service in module.DESCRIPTOR.services_by_name.values()
-    for method in service.methods
-]
+METHODS: list[MethodDescriptor] = [method for service in SERVICES for method in service.methods]
 
 _INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
