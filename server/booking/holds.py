@@ -21,7 +21,7 @@ from server.db.locks import LockNamespace, lock_id
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from server.fan import Fan
 from server.idempotency import run_once
-from server.queue.completion import require_live_token
+from server.queue.completion import require_live_token_then_lock
 from server.validation import parse_request_id, parse_uuid
 
 _STATES = {
@@ -63,14 +63,6 @@ def seat_unavailable(date_id: uuid.UUID, seat_number: int, *, started: bool = Fa
     return AlreadyExists("SEAT_UNAVAILABLE", "the seat is held or sold", metadata=metadata)
 
 
-async def lock_fan(conn: AsyncConnection, user_id: uuid.UUID) -> None:
-    """Serialise one fan's holds and payments (the hold cap counts, then adds)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(%s, %s)",
-        (int(LockNamespace.WALLET_USER), lock_id(str(user_id))),
-    )
-
-
 async def hold_seat(
     ctx: ServiceContext, fan: Fan, request: reservation_pb2.ReserveSeatRequest
 ) -> reservation_pb2.ReserveSeatResponse:
@@ -85,58 +77,70 @@ async def hold_seat(
     settings = ctx.settings
 
     async def execute() -> reservation_pb2.ReserveSeatResponse:
-        await require_live_token(conn, fan, now)
-        await lock_fan(conn, fan.user_id)
-        cursor = await conn.execute(
-            "SELECT count(*) FROM reservations"
-            " WHERE user_id = %s AND state = 'held' AND expires_at > %s",
-            (fan.user_id, now),
+        # The token's row lock, then the fan lock that serialises one fan's
+        # holds (the cap counts, then adds): one round trip, in that order.
+        await require_live_token_then_lock(
+            conn, fan, now, int(LockNamespace.WALLET_USER), lock_id(str(fan.user_id))
         )
-        row = await cursor.fetchone()
-        if row is not None and row[0] >= settings.max_holds_per_user:
-            raise FailedPrecondition(
-                "HOLD_LIMIT_REACHED",
-                f"at most {settings.max_holds_per_user} seats may be held at once",
-                metadata={"max_holds": str(settings.max_holds_per_user)},
-            )
         reservation_id = uuid.uuid4()
         expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
-        # The race is decided here (see the module's docstring).
+        # One statement after the fan lock (its snapshot therefore sees every
+        # hold the fan's earlier calls committed): count the fan's live holds,
+        # and only under the cap take the seat (the race is decided by this
+        # UPDATE, see the module's docstring) and insert the reservation. The
+        # seat's date start is read too, so a refusal needs no second query.
         cursor = await conn.execute(
             """
-            UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
-              FROM concert_dates d
-             WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
-               AND d.id = s.date_id AND d.start_time > %(now)s
-               AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
-            RETURNING s.price, d.concert_id
+            WITH held AS (
+                SELECT count(*) AS n FROM reservations
+                 WHERE user_id = %(user)s AND state = 'held' AND expires_at > %(now)s
+            ), won AS (
+                UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
+                  FROM concert_dates d, held
+                 WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
+                   AND d.id = s.date_id AND d.start_time > %(now)s
+                   AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
+                   AND held.n < %(max_holds)s
+                RETURNING s.price, d.concert_id
+            ), inserted AS (
+                INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,
+                                          state, created_at, expires_at)
+                SELECT %(reservation)s, %(user)s, won.concert_id, %(date)s, %(seat)s, won.price,
+                       'held', %(now)s, %(expires)s
+                  FROM won
+            )
+            SELECT held.n, won.price, won.concert_id,
+                   (SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id
+                     WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s)
+              FROM held LEFT JOIN won ON true
             """,
             {
+                "user": fan.user_id,
                 "expires": expires_at,
                 "reservation": reservation_id,
                 "date": date_id,
                 "seat": request.seat_number,
                 "now": now,
+                "max_holds": settings.max_holds_per_user,
             },
         )
-        won = await cursor.fetchone()
-        if won is None:
-            raise await _why_not_held(conn, date_id, request.seat_number, now)
-        price, concert_id = won
-        await conn.execute(
-            "INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,"
-            " state, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, 'held', %s, %s)",
-            (
-                reservation_id,
-                fan.user_id,
-                concert_id,
-                date_id,
-                request.seat_number,
-                price,
-                now,
-                expires_at,
-            ),
-        )
+        row = await cursor.fetchone()
+        assert row is not None  # held is one row
+        held_count, price, concert_id, start_time = row
+        if held_count >= settings.max_holds_per_user:
+            raise FailedPrecondition(
+                "HOLD_LIMIT_REACHED",
+                f"at most {settings.max_holds_per_user} seats may be held at once",
+                metadata={"max_holds": str(settings.max_holds_per_user)},
+            )
+        if price is None:
+            if start_time is None:
+                raise NotFound(
+                    "SEAT_NOT_FOUND",
+                    "no such date or seat",
+                    metadata={"date_id": str(date_id), "seat_number": str(request.seat_number)},
+                )
+            raise seat_unavailable(date_id, request.seat_number, started=start_time <= now)
         return reservation_pb2.ReserveSeatResponse(
             reservation=reservation_message(
                 (
@@ -163,24 +167,6 @@ async def hold_seat(
             response_type=reservation_pb2.ReserveSeatResponse,
             execute=execute,
         )
-
-
-async def _why_not_held(
-    conn: AsyncConnection, date_id: uuid.UUID, seat_number: int, now: datetime
-) -> Exception:
-    cursor = await conn.execute(
-        "SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id"
-        " WHERE s.date_id = %s AND s.seat_number = %s",
-        (date_id, seat_number),
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        return NotFound(
-            "SEAT_NOT_FOUND",
-            "no such date or seat",
-            metadata={"date_id": str(date_id), "seat_number": str(seat_number)},
-        )
-    return seat_unavailable(date_id, seat_number, started=row[0] <= now)
 
 
 def reservation_not_found() -> NotFound:

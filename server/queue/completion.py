@@ -21,7 +21,17 @@ from server.queue import store
 
 async def require_live_token(conn: AsyncConnection, fan: Fan, now: datetime) -> None:
     """Lock the fan's token row (FOR UPDATE) and insist it is live."""
-    token = await store.get_token(conn, fan.token_id, for_update=True)
+    insist_live(await store.get_token(conn, fan.token_id, for_update=True), now)
+
+
+async def require_live_token_then_lock(
+    conn: AsyncConnection, fan: Fan, now: datetime, namespace: int, key: int
+) -> None:
+    """require_live_token, then pg_advisory_xact_lock(namespace, key): one round trip."""
+    insist_live(await store.lock_token_then(conn, fan.token_id, namespace, key), now)
+
+
+def insist_live(token: store.TokenRow | None, now: datetime) -> None:
     if token is None:
         raise Unauthenticated("TOKEN_INVALID", "no such queue token")
     if token.state == "completed":

@@ -163,6 +163,25 @@ async def get_token(
     return TokenRow(*row) if row else None
 
 
+async def lock_token_then(
+    conn: AsyncConnection, token_id: uuid.UUID, namespace: int, key: int
+) -> TokenRow | None:
+    """get_token(for_update=True), then pg_advisory_xact_lock(namespace, key), in one round trip.
+
+    The token's row lock is taken first (the MATERIALIZED CTE's FOR UPDATE runs
+    before the outer projection calls the advisory lock), keeping the lock
+    order token -> advisory of docs/concurrency.md. No token, no advisory lock.
+    """
+    cursor = await conn.execute(
+        "WITH t AS MATERIALIZED ("
+        f"  SELECT {_TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s FOR UPDATE"
+        f") SELECT {_TOKEN_COLUMNS}, pg_advisory_xact_lock(%s, %s) FROM t",
+        (token_id, namespace, key),
+    )
+    row = await cursor.fetchone()
+    return TokenRow(*row[:6]) if row else None
+
+
 async def insert_token(
     conn: AsyncConnection, token_id: uuid.UUID, user_id: uuid.UUID, now: datetime, ttl: timedelta
 ) -> TokenRow:
