@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
 from server.errors import FieldViolation, InvalidArgument
@@ -70,3 +71,26 @@ async def run_once(
             reason="REQUEST_ID_REUSED",
         )
     return response_type.FromString(bytes(row[1]))
+
+
+async def run_once_in_transaction(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    *,
+    scope: str,
+    request_id: uuid.UUID | None,
+    request: Message,
+    response_type: type[ResponseT],
+    execute: Callable[[AsyncConnection], Awaitable[ResponseT]],
+) -> ResponseT:
+    """The usual shape of a mutation: one transaction holding the key and the change."""
+    async with pool.connection() as conn, conn.transaction():
+        return await run_once(
+            conn,
+            clock,
+            scope=scope,
+            request_id=request_id,
+            request=request,
+            response_type=response_type,
+            execute=lambda: execute(conn),
+        )

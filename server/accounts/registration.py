@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import account_pb2
@@ -13,7 +14,7 @@ from server.accounts.emails import email_problem, normalise_email, password_prob
 from server.accounts.runtime import AccountRuntime
 from server.clock import Clock
 from server.errors import AlreadyExists, Violations
-from server.idempotency import run_once
+from server.idempotency import run_once_in_transaction
 from server.validation import parse_request_id
 
 
@@ -36,23 +37,22 @@ async def sign_up(
     # a connection or a lock.
     password_hash = await accounts.hasher.hash(request.password)
 
-    async def create() -> account_pb2.SignUpResponse:
+    async def create(conn: AsyncConnection) -> account_pb2.SignUpResponse:
         user_id = uuid.uuid4()
         now = clock.now()
         if not await store.insert_user_with_wallet(conn, user_id, email, password_hash, now):
             raise AlreadyExists("EMAIL_TAKEN", "an account already uses this email")
         return _response(user_id, email, now)
 
-    async with pool.connection() as conn, conn.transaction():
-        return await run_once(
-            conn,
-            clock,
-            scope="AccountService.SignUp",
-            request_id=request_id,
-            request=request,
-            response_type=account_pb2.SignUpResponse,
-            execute=create,
-        )
+    return await run_once_in_transaction(
+        pool,
+        clock,
+        scope="AccountService.SignUp",
+        request_id=request_id,
+        request=request,
+        response_type=account_pb2.SignUpResponse,
+        execute=create,
+    )
 
 
 def _response(user_id: uuid.UUID, email: str, now: datetime) -> account_pb2.SignUpResponse:

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg import AsyncConnection
 
 from concert.v1 import admin_pb2, concert_pb2
 from server.context import ServiceContext
 from server.errors import NotFound, Violations
-from server.idempotency import run_once
+from server.idempotency import run_once_in_transaction
 from server.validation import (
     decode_page_token,
     encode_page_token,
@@ -108,7 +109,7 @@ async def create_concert(
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
 
-    async def execute() -> admin_pb2.CreateConcertResponse:
+    async def execute(conn: AsyncConnection) -> admin_pb2.CreateConcertResponse:
         concert_id = uuid.uuid4()
         await conn.execute(
             "INSERT INTO concerts (id, title, venue, created_at) VALUES (%s, %s, %s, %s)",
@@ -145,16 +146,15 @@ async def create_concert(
         )
         return admin_pb2.CreateConcertResponse(concert=concert, dates=dates)
 
-    async with ctx.pool.connection() as conn, conn.transaction():
-        return await run_once(
-            conn,
-            ctx.clock,
-            scope="AdminService.CreateConcert",
-            request_id=request_id,
-            request=request,
-            response_type=admin_pb2.CreateConcertResponse,
-            execute=execute,
-        )
+    return await run_once_in_transaction(
+        ctx.pool,
+        ctx.clock,
+        scope="AdminService.CreateConcert",
+        request_id=request_id,
+        request=request,
+        response_type=admin_pb2.CreateConcertResponse,
+        execute=execute,
+    )
 
 
 # --- Browsing ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from server.context import ServiceContext
 from server.db.locks import LockNamespace, lock_id
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from server.fan import Fan
-from server.idempotency import run_once
+from server.idempotency import run_once_in_transaction
 from server.queue.completion import require_live_token_then_lock
 from server.validation import parse_request_id, parse_uuid
 
@@ -76,7 +76,7 @@ async def hold_seat(
     now = ctx.clock.now()
     settings = ctx.settings
 
-    async def execute() -> reservation_pb2.ReserveSeatResponse:
+    async def execute(conn: AsyncConnection) -> reservation_pb2.ReserveSeatResponse:
         # The token's row lock, then the fan lock that serialises one fan's
         # holds (the cap counts, then adds): one round trip, in that order.
         await require_live_token_then_lock(
@@ -157,16 +157,15 @@ async def hold_seat(
             )
         )
 
-    async with ctx.pool.connection() as conn, conn.transaction():
-        return await run_once(
-            conn,
-            ctx.clock,
-            scope=f"ReservationService.ReserveSeat:{fan.user_id}",
-            request_id=request_id,
-            request=request,
-            response_type=reservation_pb2.ReserveSeatResponse,
-            execute=execute,
-        )
+    return await run_once_in_transaction(
+        ctx.pool,
+        ctx.clock,
+        scope=f"ReservationService.ReserveSeat:{fan.user_id}",
+        request_id=request_id,
+        request=request,
+        response_type=reservation_pb2.ReserveSeatResponse,
+        execute=execute,
+    )
 
 
 def reservation_not_found() -> NotFound:
@@ -200,7 +199,7 @@ async def cancel_reservation(
     violations.raise_if_any()
     now = ctx.clock.now()
 
-    async def execute() -> reservation_pb2.CancelReservationResponse:
+    async def execute(conn: AsyncConnection) -> reservation_pb2.CancelReservationResponse:
         # The reservation row lock orders this against a payment's
         # confirmation of the same reservation.
         cursor = await conn.execute(
@@ -229,16 +228,15 @@ async def cancel_reservation(
             reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
         )
 
-    async with ctx.pool.connection() as conn, conn.transaction():
-        return await run_once(
-            conn,
-            ctx.clock,
-            scope=f"ReservationService.CancelReservation:{fan.user_id}",
-            request_id=request_id,
-            request=request,
-            response_type=reservation_pb2.CancelReservationResponse,
-            execute=execute,
-        )
+    return await run_once_in_transaction(
+        ctx.pool,
+        ctx.clock,
+        scope=f"ReservationService.CancelReservation:{fan.user_id}",
+        request_id=request_id,
+        request=request,
+        response_type=reservation_pb2.CancelReservationResponse,
+        execute=execute,
+    )
 
 
 async def expire_holds(conn: AsyncConnection, now: datetime) -> int:

@@ -10,11 +10,12 @@ import uuid
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg import AsyncConnection
 
 from concert.v1 import wallet_pb2
 from server.context import ServiceContext
 from server.errors import FailedPrecondition, NotFound, PermissionDenied, Violations
-from server.idempotency import run_once
+from server.idempotency import run_once_in_transaction
 from server.validation import parse_request_id, parse_uuid
 from server.wallet import ledger
 
@@ -57,7 +58,7 @@ async def charge_wallet(
     assert user_id is not None
     caller.require_may_act_on(user_id)
 
-    async def execute() -> wallet_pb2.ChargeResponse:
+    async def execute(conn: AsyncConnection) -> wallet_pb2.ChargeResponse:
         try:
             entry = await ledger.apply_entry(
                 conn, user_id, request.amount, ledger.EntryKind.CHARGE, request_id, now
@@ -75,16 +76,15 @@ async def charge_wallet(
         )
 
     now = ctx.clock.now()
-    async with ctx.pool.connection() as conn, conn.transaction():
-        return await run_once(
-            conn,
-            ctx.clock,
-            scope=f"WalletService.Charge:{caller.scope}",
-            request_id=request_id,
-            request=request,
-            response_type=wallet_pb2.ChargeResponse,
-            execute=execute,
-        )
+    return await run_once_in_transaction(
+        ctx.pool,
+        ctx.clock,
+        scope=f"WalletService.Charge:{caller.scope}",
+        request_id=request_id,
+        request=request,
+        response_type=wallet_pb2.ChargeResponse,
+        execute=execute,
+    )
 
 
 async def get_balance(
