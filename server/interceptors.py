@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 OWN_PACKAGE = "concert.v1."
 
 
-def method_service(method: str) -> str:
-    """'/concert.v1.QueueService/IssueToken' -> 'concert.v1.QueueService'."""
-    return method.lstrip("/").split("/", 1)[0]
-
-
 class MethodInfo:
     """What is known about a method before any call: its names and kind."""
 

@@ -1,7 +1,7 @@
 """Logging: one line per record, as text for people or JSON for log pipelines.
 
 Every record made while serving a call carries that call's request id (see
-request_id_var, set by the ObservabilityInterceptor): the caller's
+request_id_var, set by the ObservabilityLayer): the caller's
 `x-request-id` metadata when it sent a well-formed one, otherwise a fresh one.
 Call metadata values are never logged: they carry tokens and keys.
 """
