@@ -1,6 +1,9 @@
 """Use cases of payments, following the spec's payment diagram.
 
-Pay runs in three steps, each its own transaction, because the money moves in
+With the default payment module, the wallet in this database, Pay is one
+transaction: server/booking/wallet_payment.py. With any other PaymentGateway
+(one outside the database, or the fault-injecting ones of the tests) Pay runs
+in three steps, each its own transaction, because the money moves in
 the payment module (a PaymentGateway), outside the server's transaction:
 
 1. begin: the reservation is still held by this fan; a payment attempt row is
@@ -27,14 +30,21 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from psycopg import AsyncConnection
 
 from concert.v1 import payment_pb2
-from server.booking.concerts import timestamp
-from server.booking.gateway import ChargeOutcome, ChargeState
+from server.booking.gateway import ChargeOutcome, ChargeState, WalletGateway
 from server.booking.holds import reservation_not_found
+from server.booking.payment_records import (
+    PAYMENT_COLUMNS,
+    Sale,
+    count_sales,
+    pay_scope,
+    payment_message,
+    reservation_not_held,
+)
+from server.booking.wallet_payment import pay_from_wallet
 from server.context import ServiceContext
 from server.errors import (
     Aborted,
@@ -47,7 +57,7 @@ from server.errors import (
 )
 from server.fan import Fan
 from server.idempotency import fingerprint, run_once
-from server.queue.completion import complete_token, require_live_token
+from server.queue.completion import require_live_token
 from server.validation import parse_request_id, parse_uuid
 
 log = logging.getLogger(__name__)
@@ -56,11 +66,6 @@ log = logging.getLogger(__name__)
 # or gave up. Far above any call's database timeouts.
 RECONCILE_AFTER = timedelta(seconds=60)
 RECONCILE_BATCH = 100
-
-_STATES = {
-    "completed": payment_pb2.PAYMENT_STATE_COMPLETED,
-    "refunded": payment_pb2.PAYMENT_STATE_REFUNDED,
-}
 
 
 @dataclass(frozen=True)
@@ -77,30 +82,6 @@ class NotConfirmable(Exception):
     """The reservation can no longer be paid for: the money goes back."""
 
 
-def _pay_scope(user_id: uuid.UUID) -> str:
-    return f"PaymentService.Pay:{user_id}"
-
-
-def reservation_not_held(why: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        "RESERVATION_NOT_HELD", f"the reservation cannot be paid: {why}; nothing was kept"
-    )
-
-
-def payment_message(row: Any) -> payment_pb2.Payment:
-    return payment_pb2.Payment(
-        payment_id=str(row[0]),
-        reservation_id=str(row[1]),
-        user_id=str(row[2]),
-        amount=row[3],
-        state=_STATES[row[4]],
-        create_time=timestamp(row[5]),
-    )
-
-
-_PAYMENT_COLUMNS = "id, reservation_id, user_id, amount, state, created_at"
-
-
 async def pay(
     ctx: ServiceContext, fan: Fan, request: payment_pb2.PayRequest
 ) -> payment_pb2.PayResponse:
@@ -109,11 +90,14 @@ async def pay(
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
     assert reservation_id is not None
+    if type(ctx.gateway) is WalletGateway:
+        # The money is in this database: the debit joins the sale's transaction.
+        return await pay_from_wallet(ctx, fan, reservation_id, request_id, request)
 
     # 1. begin
     now = ctx.clock.now()
     async with ctx.pool.connection() as conn, conn.transaction():
-        replay = await _stored_answer(conn, _pay_scope(fan.user_id), request_id, request)
+        replay = await _stored_answer(conn, pay_scope(fan.user_id), request_id, request)
         if replay is not None:
             return replay
         attempt = await _begin_attempt(conn, fan, reservation_id, request_id, now)
@@ -234,14 +218,6 @@ async def _begin_attempt(
     return attempt
 
 
-@dataclass(frozen=True)
-class Sale:
-    """A confirmation's share of the shared counters, counted last (count_sales)."""
-
-    date_id: uuid.UUID
-    token_id: uuid.UUID
-
-
 async def _confirm_once(
     ctx: ServiceContext,
     conn: AsyncConnection,
@@ -256,7 +232,7 @@ async def _confirm_once(
     response = await run_once(
         conn,
         ctx.clock,
-        scope=_pay_scope(attempt.user_id),
+        scope=pay_scope(attempt.user_id),
         request_id=attempt.request_id,
         request=request,
         response_type=payment_pb2.PayResponse,
@@ -315,7 +291,7 @@ async def confirm_attempt(
         "   (id, reservation_id, user_id, amount, charge_key, state, created_at)"
         "  VALUES (%(payment)s, %(reservation)s, %(user)s, %(amount)s, %(attempt)s, 'completed',"
         "   %(now)s)"
-        f"  ON CONFLICT (reservation_id) DO NOTHING RETURNING {_PAYMENT_COLUMNS}"
+        f"  ON CONFLICT (reservation_id) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
         "), paid AS ("
         "  UPDATE reservations SET state = 'paid' WHERE id = %(reservation)s"
         "), confirmed AS ("
@@ -345,25 +321,9 @@ async def confirm_attempt(
     return payment_pb2.PayResponse(payment=payment_message(written[1:]))
 
 
-async def count_sales(conn: AsyncConnection, sales: list[Sale], now: datetime) -> None:
-    """The rows every payment shares, as the last statements before COMMIT.
-
-    concert_dates.sold_seat_count (one row per date) and the queue's
-    completed_count (one row in all, in complete_token) serialise every
-    payment: taken last, their locks are held for these few statements and
-    the commit, not for the whole confirmation.
-    """
-    for sale in sales:
-        await conn.execute(
-            "UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %s",
-            (sale.date_id,),
-        )
-        await complete_token(conn, sale.token_id, now)
-
-
 async def _payment_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> payment_pb2.Payment:
     cursor = await conn.execute(
-        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE reservation_id = %s", (reservation_id,)
+        f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE reservation_id = %s", (reservation_id,)
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -467,7 +427,7 @@ async def get_payment(
     violations.raise_if_any()
     async with ctx.pool.connection() as conn:
         cursor = await conn.execute(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = %s AND user_id = %s",
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = %s AND user_id = %s",
             (payment_id, fan.user_id),
         )
         row = await cursor.fetchone()

@@ -47,11 +47,18 @@ async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -
 
     The NOTIFY is delivered when the caller's transaction commits, so every
     process (this one included) learns of the new completed_count then, and
-    its gate refuses the completed token from then on.
+    its gate refuses the completed token from then on. Payments count their
+    sale in the same statement instead (server/booking/payment_records.py).
     """
     expires_at = await store.end_token(conn, token_id, "completed", now)
     if expires_at is None:
         return False
-    state = await store.add_completed(conn, 1, now)
-    await store.notify_change(conn, state, [(token_id, expires_at)])
+    await conn.execute(
+        f"WITH {store.ADD_COMPLETED_CTE} SELECT {store.NOTIFY_STATE_CHANGE} FROM state",
+        {
+            "completed": 1,
+            "now": now,
+            "completed_tokens": store.completed_tokens_json([(token_id, expires_at)]),
+        },
+    )
     return True

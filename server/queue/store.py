@@ -36,7 +36,7 @@ class TokenRow:
         return self.state == "live" and self.expires_at > now
 
 
-_TOKEN_COLUMNS = "id, user_id, queue_number, state, expires_at, admitted_at"
+TOKEN_COLUMNS = "id, user_id, queue_number, state, expires_at, admitted_at"
 
 
 # -- queue_state -------------------------------------------------------------
@@ -69,6 +69,31 @@ async def add_completed(conn: AsyncConnection, count: int, now: datetime) -> Adm
     row = await cursor.fetchone()
     assert row is not None
     return _state(row)
+
+
+# For a statement that also writes other rows: completed_count += %(completed)s
+# (nothing at all when it is 0) as a data-modifying CTE named `state`, and the
+# NOTIFY of the change built from it in SQL (`SELECT {NOTIFY_STATE_CHANGE} FROM
+# state`), so counting and announcing cost one round trip. %(completed_tokens)s
+# is completed_tokens_json(...). The payload is encode_change's, field for field
+# (decode_change reads both; tests/queue/test_store_payload.py checks it).
+ADD_COMPLETED_CTE = (
+    "state AS ("
+    "  UPDATE queue_state SET completed_count = completed_count + %(completed)s,"
+    "  version = version + 1, updated_at = %(now)s WHERE %(completed)s > 0"
+    f"  RETURNING {_STATE_COLUMNS}"
+    ")"
+)
+NOTIFY_STATE_CHANGE = (
+    f"pg_notify('{CHANNEL}', json_build_object("
+    "'version', state.version, 'completed_count', state.completed_count,"
+    " 'capacity', state.capacity, 'paused', state.paused, 'paused_limit', state.paused_limit,"
+    " 'updated_at', state.updated_at, 'completed_tokens', %(completed_tokens)s::json)::text)"
+)
+
+
+def completed_tokens_json(completed_tokens: Iterable[tuple[uuid.UUID, datetime]]) -> str:
+    return json.dumps([[str(t), e.isoformat()] for t, e in completed_tokens])
 
 
 async def lock_queue_state(conn: AsyncConnection) -> AdmissionState:
@@ -113,7 +138,7 @@ def encode_change(
             "paused": state.paused,
             "paused_limit": state.paused_limit,
             "updated_at": state.updated_at.isoformat(),
-            "completed_tokens": [[str(t), e.isoformat()] for t, e in completed_tokens],
+            "completed_tokens": json.loads(completed_tokens_json(completed_tokens)),
         }
     )
 
@@ -145,7 +170,7 @@ async def lock_user_queue(conn: AsyncConnection, user_id: uuid.UUID) -> None:
 
 async def find_live_token(conn: AsyncConnection, user_id: uuid.UUID) -> TokenRow | None:
     cursor = await conn.execute(
-        f"SELECT {_TOKEN_COLUMNS} FROM queue_tokens WHERE user_id = %s AND state = 'live'",
+        f"SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE user_id = %s AND state = 'live'",
         (user_id,),
     )
     row = await cursor.fetchone()
@@ -157,7 +182,7 @@ async def get_token(
 ) -> TokenRow | None:
     lock = " FOR UPDATE" if for_update else ""
     cursor = await conn.execute(
-        f"SELECT {_TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s{lock}", (token_id,)
+        f"SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s{lock}", (token_id,)
     )
     row = await cursor.fetchone()
     return TokenRow(*row) if row else None
@@ -174,8 +199,8 @@ async def lock_token_then(
     """
     cursor = await conn.execute(
         "WITH t AS MATERIALIZED ("
-        f"  SELECT {_TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s FOR UPDATE"
-        f") SELECT {_TOKEN_COLUMNS}, pg_advisory_xact_lock(%s, %s) FROM t",
+        f"  SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s FOR UPDATE"
+        f") SELECT {TOKEN_COLUMNS}, pg_advisory_xact_lock(%s, %s) FROM t",
         (token_id, namespace, key),
     )
     row = await cursor.fetchone()
@@ -189,7 +214,7 @@ async def insert_token(
     cursor = await conn.execute(
         "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
         " VALUES (%s, %s, nextval('queue_numbers'), 'live', %s, %s)"
-        f" RETURNING {_TOKEN_COLUMNS}",
+        f" RETURNING {TOKEN_COLUMNS}",
         (token_id, user_id, now, now + ttl),
     )
     row = await cursor.fetchone()
@@ -230,10 +255,10 @@ async def touch_token(
         "  WHERE id = %(id)s AND state = 'live' AND expires_at > %(now)s"
         "   AND ((%(admitted)s AND admitted_at IS NULL)"
         f"    OR {target} - expires_at >= %(min_move)s)"
-        f"  RETURNING {_TOKEN_COLUMNS}"
+        f"  RETURNING {TOKEN_COLUMNS}"
         ")"
-        f" SELECT {_TOKEN_COLUMNS} FROM touched"
-        f" UNION ALL SELECT {_TOKEN_COLUMNS} FROM queue_tokens"
+        f" SELECT {TOKEN_COLUMNS} FROM touched"
+        f" UNION ALL SELECT {TOKEN_COLUMNS} FROM queue_tokens"
         "  WHERE id = %(id)s AND NOT EXISTS (SELECT FROM touched)",
         {"id": token_id, "now": now, "ttl": ttl, "admitted": admitted, "min_move": min_move},
     )
