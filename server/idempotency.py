@@ -82,31 +82,15 @@ async def run_once_in_transaction(
     request: Message,
     response_type: type[ResponseT],
     execute: Callable[[AsyncConnection], Awaitable[ResponseT]],
-    last: Callable[[AsyncConnection], Awaitable[None]] | None = None,
 ) -> ResponseT:
-    """The usual shape of a mutation: one transaction holding the key and the change.
-
-    `last`, if given, runs after the answer is stored, as the final statements
-    before COMMIT, and only when `execute` ran (not on a replay): for writes to
-    rows every call shares, whose locks are then held for the shortest time.
-    """
+    """The usual shape of a mutation: one transaction holding the key and the change."""
     async with pool.connection() as conn, conn.transaction():
-        executed = False
-
-        async def execute_once() -> ResponseT:
-            nonlocal executed
-            executed = True
-            return await execute(conn)
-
-        response = await run_once(
+        return await run_once(
             conn,
             clock,
             scope=scope,
             request_id=request_id,
             request=request,
             response_type=response_type,
-            execute=execute_once,
+            execute=lambda: execute(conn),
         )
-        if executed and last is not None:
-            await last(conn)
-        return response

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 
 from concert.v1 import payment_pb2
 from server.booking.concerts import timestamp
+from server.db.committing import execute_then_commit
 from server.errors import FailedPrecondition
 from server.queue import store
 
@@ -58,29 +59,38 @@ class Sale:
     token_id: uuid.UUID
 
 
-async def count_sales(conn: AsyncConnection, sales: list[Sale], now: datetime) -> None:
-    """The rows every payment shares, as the last statement before COMMIT.
+async def count_sales(
+    conn: AsyncConnection, sales: list[Sale], now: datetime, *, commit: bool = False
+) -> None:
+    """The rows every payment shares, as the last statement of its transaction.
 
     concert_dates.sold_seat_count (one row per date) and the queue's
     completed_count (one row in all) serialise every payment: each Pay holds
     their locks from this statement to its COMMIT. So the fan's own token is
     ended first, and the two counters and the queue's NOTIFY then go in ONE
-    statement (three before, which capped payments at ~400/s:
-    docs/load-test-report.md, Round 3). A token the expiry job ended first is
-    not counted again.
+    statement; with commit=True (a transaction opened with
+    server.db.committing.transaction) the COMMIT travels with it, so the locks
+    are never held across a round trip (docs/load-test-report.md, Round 3). A
+    token the expiry job ended first is not counted again.
     """
     for sale in sales:
         expires_at = await store.end_token(conn, sale.token_id, "completed", now)
         completed = [] if expires_at is None else [(sale.token_id, expires_at)]
-        await conn.execute(
-            "WITH sold AS ("
-            "  UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %(date)s"
-            f"), {store.ADD_COMPLETED_CTE}"
-            f" SELECT {store.NOTIFY_STATE_CHANGE} FROM state",
-            {
-                "date": sale.date_id,
-                "completed": len(completed),
-                "now": now,
-                "completed_tokens": store.completed_tokens_json(completed),
-            },
-        )
+        params = {
+            "date": sale.date_id,
+            "completed": len(completed),
+            "now": now,
+            "completed_tokens": store.completed_tokens_json(completed),
+        }
+        if commit and sale is sales[-1]:
+            await execute_then_commit(conn, _COUNT_SALE, params)
+        else:
+            await conn.execute(_COUNT_SALE, params)
+
+
+_COUNT_SALE = (
+    "WITH sold AS ("
+    "  UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %(date)s"
+    f"), {store.ADD_COMPLETED_CTE}"
+    f" SELECT {store.NOTIFY_STATE_CHANGE} FROM state"
+)

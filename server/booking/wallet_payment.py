@@ -36,9 +36,10 @@ from server.booking.payment_records import (
     reservation_not_held,
 )
 from server.context import ServiceContext
+from server.db.committing import transaction
 from server.errors import FailedPrecondition
 from server.fan import Fan
-from server.idempotency import run_once_in_transaction
+from server.idempotency import run_once
 from server.queue.completion import insist_live
 from server.queue.store import TOKEN_COLUMNS, TokenRow
 
@@ -154,16 +155,17 @@ async def pay_from_wallet(
         sales.append(Sale(date_id, fan.token_id))
         return payment_pb2.PayResponse(payment=payment_message(written[2:]))
 
-    async def count_last(conn: AsyncConnection) -> None:
-        await count_sales(conn, sales, now)
-
-    return await run_once_in_transaction(
-        ctx.pool,
-        ctx.clock,
-        scope=pay_scope(fan.user_id),
-        request_id=request_id,
-        request=request,
-        response_type=payment_pb2.PayResponse,
-        execute=execute,
-        last=count_last,
-    )
+    async with ctx.pool.connection() as conn, transaction(conn):
+        response = await run_once(
+            conn,
+            ctx.clock,
+            scope=pay_scope(fan.user_id),
+            request_id=request_id,
+            request=request,
+            response_type=payment_pb2.PayResponse,
+            execute=lambda: execute(conn),
+        )
+        # Last, after the stored answer: the counters every payment shares,
+        # with the COMMIT in the same message (server/db/committing.py).
+        await count_sales(conn, sales, now, commit=True)
+    return response

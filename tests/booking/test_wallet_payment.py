@@ -117,7 +117,7 @@ async def test_a_failure_after_the_debit_rolls_the_money_back_with_everything_el
     """The last statements (the shared counters) fail: the debit must not survive them."""
     fan, reservation_id = await held_seat(app, balance=100_000)
 
-    async def counters_fail(*args: object) -> None:
+    async def counters_fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the database went away before COMMIT")
 
     monkeypatch.setattr(wallet_payment, "count_sales", counters_fail)

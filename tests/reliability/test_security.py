@@ -248,6 +248,8 @@ _SQL_METHODS = {"execute", "executemany", "copy"}
 _VETTED_DYNAMIC = {
     ("invariants.py", "invariant.query"),
     ("migrate.py", "sql.SQL(migration.sql)"),
+    # The caller's (static) last statement, with COMMIT appended.
+    ("committing.py", "f'{query};\\nCOMMIT'"),
 }
 
 
