@@ -106,22 +106,51 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
     cpu_began = time.process_time()
     deadline = recorder.began + float(phase["duration"])
 
+    async def send(call: grpc.aio.UnaryUnaryMultiCallable, index: int, started: float) -> None:
+        request, metadata = calls[index % len(calls)]
+        try:
+            await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            recorder.record(started, time.monotonic(), error.code().name, error.details() or "")
+        else:
+            recorder.record(started, time.monotonic(), "OK")
+        progress.update()
+
     async def client(index: int) -> None:
+        """Closed loop: the next call as soon as the last one is answered."""
         nonlocal issued
         call = channels.unary(index, method)
         while issued < requests and time.monotonic() < deadline:
-            request, metadata = calls[issued % len(calls)]
             issued += 1
-            started = time.monotonic()
-            try:
-                await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
-            except grpc.aio.AioRpcError as error:
-                recorder.record(started, time.monotonic(), error.code().name, error.details() or "")
-            else:
-                recorder.record(started, time.monotonic(), "OK")
-            progress.update()
+            await send(call, issued - 1, time.monotonic())
 
-    await asyncio.gather(*(client(i) for i in range(int(phase["concurrency"]))))
+    async def paced(rate: float, in_flight: asyncio.Semaphore) -> None:
+        """Open loop: call i is due at began + i / rate, answered or not (a probe
+        that measures latency without taking the machine from what it probes).
+        Latency counts from the due time, so a stalled server cannot hide its
+        queue by slowing the probe down (no coordinated omission)."""
+        nonlocal issued
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(index: int, due: float) -> None:
+            async with in_flight:
+                await send(channels.unary(index, method), index, due)
+
+        while issued < requests:
+            due = recorder.began + issued / rate
+            if due >= deadline:
+                break
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            task = asyncio.create_task(one(issued, due))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            issued += 1
+        await asyncio.gather(*pending)
+
+    if phase.get("rate"):
+        await paced(float(phase["rate"]), asyncio.Semaphore(int(phase["concurrency"])))
+    else:
+        await asyncio.gather(*(client(i) for i in range(int(phase["concurrency"]))))
     recorder.ended = time.monotonic()
     # The load generator's own CPU: near 1.0 means the client, not the server, set the pace.
     wall = recorder.ended - recorder.began
