@@ -35,6 +35,9 @@ class Settings:
     admin_key: str | None = None
     workers: int = 1
     max_holds_per_user: int = 4
+    # How long a ListAvailableSeats page may be served from memory (0: never);
+    # see server/booking/seat_list_cache.py for what that may get wrong.
+    seat_list_max_age_ms: int = 1000
     pool_min_size: int = 2
     pool_max_size: int = 16
     statement_timeout_ms: int = 5000
@@ -182,6 +185,7 @@ _SPECS = (
     _Spec("CONCERT_ADMIN_KEY", "admin_key", _secret),
     _Spec("CONCERT_WORKERS", "workers", _integer(1, 64)),
     _Spec("CONCERT_MAX_HOLDS_PER_USER", "max_holds_per_user", _integer(1, 100)),
+    _Spec("CONCERT_SEAT_LIST_MAX_AGE_MS", "seat_list_max_age_ms", _integer(0, 60_000)),
     _Spec("CONCERT_POOL_MIN_SIZE", "pool_min_size", _integer(1, 100)),
     _Spec("CONCERT_POOL_MAX_SIZE", "pool_max_size", _integer(1, 500)),
     _Spec("CONCERT_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _integer(100, 600_000)),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
 from server.accounts.passwords import PasswordHasher
 from server.accounts.runtime import AccountRuntime
 from server.booking.gateway import PaymentGateway, WalletGateway
+from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock
 from server.config import Settings
 from server.jobs import JobRunner
@@ -42,6 +44,8 @@ class ServiceContext:
     queue: QueueRuntime = field(init=False)
     # The payment module (server.booking.gateway); tests swap in a faulty one.
     gateway: PaymentGateway = field(init=False)
+    # ListAvailableSeats pages served from memory for a moment (server.booking).
+    seat_lists: SeatListCache = field(init=False)
 
     @property
     def read_pool(self) -> AsyncConnectionPool:
@@ -57,6 +61,7 @@ class ServiceContext:
         self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))
         self.queue = QueueRuntime(self.settings, self.pool, self.clock)
         self.gateway = WalletGateway(self.pool, self.clock)
+        self.seat_lists = SeatListCache(timedelta(milliseconds=self.settings.seat_list_max_age_ms))
 
         async def close_hasher() -> None:
             self.accounts.hasher.close()

@@ -284,14 +284,25 @@ async def list_available_seats(
         else:
             after = position["after"]
     violations.raise_if_any()
+    assert date_id is not None
     now = ctx.clock.now()
+    cache, page_key = ctx.seat_lists, (after, page_size)
+    cached = cache.get(date_id, page_key, now)
+    if cached is not None:
+        return cached
+    generation = cache.generation(date_id)
     async with ctx.read_pool.connection() as conn:
         # One round trip: no row means no such date; one row of NULLs, a date
         # with no seat free after `after`. The seats are a range of the primary
-        # key (date_id, seat_number), filtered.
+        # key (date_id, seat_number), filtered. next_expiry, the date's first
+        # hold to run out, bounds how long the page may be kept.
         cursor = await conn.execute(
             """
-            SELECT s.seat_number, s.price FROM concert_dates d
+            SELECT s.seat_number, s.price, e.next_expiry FROM concert_dates d
+             CROSS JOIN LATERAL (
+                SELECT min(held_until) AS next_expiry FROM seats
+                 WHERE date_id = d.id AND held_until > %(now)s
+              ) e
               LEFT JOIN LATERAL (
                 SELECT seat_number, price FROM seats
                  WHERE date_id = d.id AND seat_number > %(after)s
@@ -317,6 +328,7 @@ async def list_available_seats(
     )
     date_text = str(date_id)
     add_seat = response.seats.add
-    for seat_number, price in rows:
+    for seat_number, price, _ in rows:
         add_seat(date_id=date_text, seat_number=seat_number, price=price)
+    cache.put(date_id, page_key, generation, response, now, found[0][2])
     return response

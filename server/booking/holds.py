@@ -157,7 +157,7 @@ async def hold_seat(
             )
         )
 
-    return await run_once_in_transaction(
+    response = await run_once_in_transaction(
         ctx.pool,
         ctx.clock,
         scope=f"ReservationService.ReserveSeat:{fan.user_id}",
@@ -166,6 +166,8 @@ async def hold_seat(
         response_type=reservation_pb2.ReserveSeatResponse,
         execute=execute,
     )
+    ctx.seat_lists.invalidate(date_id)  # this process's lists show the hold at once
+    return response
 
 
 def reservation_not_found() -> NotFound:
@@ -228,7 +230,7 @@ async def cancel_reservation(
             reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
         )
 
-    return await run_once_in_transaction(
+    response = await run_once_in_transaction(
         ctx.pool,
         ctx.clock,
         scope=f"ReservationService.CancelReservation:{fan.user_id}",
@@ -237,6 +239,8 @@ async def cancel_reservation(
         response_type=reservation_pb2.CancelReservationResponse,
         execute=execute,
     )
+    ctx.seat_lists.invalidate(uuid.UUID(response.reservation.date_id))
+    return response
 
 
 async def expire_holds(conn: AsyncConnection, now: datetime) -> int:

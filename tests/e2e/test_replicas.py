@@ -14,6 +14,7 @@ What must hold with several replicas:
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -339,13 +340,17 @@ async def test_three_replicas_share_one_database(
     read_requests = scrape(replicas[2]).get(
         ("concert_db_pool_requests_total", frozenset({("pool", "concert-read")})), 0.0
     )
-    assert read_requests >= FANS // 3, read_requests
+    # (Not one read per list: pages are also served from memory, seat_list_cache.)
+    assert read_requests >= 1, read_requests
     for process in replicas[:2]:
         assert (
             "concert_db_pool_requests_total",
             frozenset({("pool", "concert-read")}),
         ) not in scrape(process)
     token = _admitted_token(clients[0])
+    # Each process may serve a page it built up to CONCERT_SEAT_LIST_MAX_AGE_MS
+    # ago (1 s by default), before the last holds of the workload elsewhere.
+    await asyncio.sleep(1.1)
     free = [
         [
             s.seat_number

@@ -1,0 +1,95 @@
+"""ListAvailableSeats pages, kept in memory for a moment.
+
+On on-sale day every admitted fan lists the same date's seats, again and
+again, while a few hundred holds a second change them. Each list was a query
+and 100 Seat messages built in Python; here a page is built at most once per
+CONCERT_SEAT_LIST_MAX_AGE_MS (1 s by default) per process, and served from
+memory in between.
+
+What a cached page may get wrong, and for how long:
+- a seat held or sold by ANOTHER process can still be listed as free for up
+  to the max age (ReserveSeat then answers ALREADY_EXISTS, as it would for a
+  fan who lost the race a moment later). This process's own holds and
+  cancellations drop the date's pages at once.
+- a hold that runs out frees its seat exactly on time: a page is never kept
+  past the earliest hold expiry on its date (the query returns it).
+The list could already lag the primary by a replica's replay delay
+(CONCERT_DATABASE_READ_URL); the max age is of the same kind and size.
+
+A page read before an invalidation is never stored after it (a generation
+per date), so a process never re-caches what it has just changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from concert.v1 import concert_pb2
+
+# Pages kept at most, over every date (~100 seats each): far more than the
+# pages fans actually browse, small next to the 150 MiB budget per process.
+MAX_PAGES = 1024
+
+PageKey = tuple[int, int]  # after seat, page size
+
+
+@dataclass(frozen=True)
+class _Page:
+    response: concert_pb2.ListAvailableSeatsResponse
+    valid_until: datetime
+
+
+class SeatListCache:
+    def __init__(self, max_age: timedelta) -> None:
+        self.max_age = max_age
+        self._pages: dict[uuid.UUID, dict[PageKey, _Page]] = {}
+        self._page_count = 0
+        self._generations: dict[uuid.UUID, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age > timedelta(0)
+
+    def get(
+        self, date_id: uuid.UUID, key: PageKey, now: datetime
+    ) -> concert_pb2.ListAvailableSeatsResponse | None:
+        page = self._pages.get(date_id, {}).get(key)
+        if page is None or page.valid_until <= now:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return page.response
+
+    def generation(self, date_id: uuid.UUID) -> int:
+        """Read before the page's query; pass to put."""
+        return self._generations.get(date_id, 0)
+
+    def put(
+        self,
+        date_id: uuid.UUID,
+        key: PageKey,
+        generation: int,
+        response: concert_pb2.ListAvailableSeatsResponse,
+        built_at: datetime,
+        next_hold_expiry: datetime | None,
+    ) -> None:
+        if not self.enabled or self._generations.get(date_id, 0) != generation:
+            return  # the date changed while the page was read
+        valid_until = built_at + self.max_age
+        if next_hold_expiry is not None:
+            valid_until = min(valid_until, next_hold_expiry)
+        if self._page_count >= MAX_PAGES:
+            self._pages.clear()
+            self._page_count = 0
+        pages = self._pages.setdefault(date_id, {})
+        self._page_count += key not in pages
+        pages[key] = _Page(response, valid_until)
+
+    def invalidate(self, date_id: uuid.UUID) -> None:
+        """This process changed the date's seats: drop its pages."""
+        self._generations[date_id] = self._generations.get(date_id, 0) + 1
+        self._page_count -= len(self._pages.pop(date_id, {}))
