@@ -110,7 +110,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_run(args))
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        # The server, the load generator and the databases run in sessions of
+        # their own (they never see the terminal's SIGINT) and were stopped by
+        # the context managers on the way here.
+        print("\nscripts/bench: interrupted; what it started is stopped", file=sys.stderr)
+        return 130
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -218,12 +225,12 @@ async def _scenario(
                     if profile:
                         folded = out / f"{label}.folded"
                         with profiling.sampling(server.process.pid, folded):
-                            results = _drive(server.address, options, stages, out, label)
+                            results = await _drive(server.address, options, stages, out, label)
                         summary = out / f"{label}.profile.txt"
                         summary.write_text(profiling.summarise(folded))
                         extra["profile"] = str(summary)
                     else:
-                        results = _drive(server.address, options, stages, out, label)
+                        results = await _drive(server.address, options, stages, out, label)
                     base = next(r for r in results if r["name"].endswith("(baseline)"))
                     base_row = _row(base, scenario_label, workers, options, server)
                     for result in results:
@@ -257,7 +264,7 @@ def _row(
     return row
 
 
-def _drive(
+async def _drive(
     address: str, options: Options, stages: list[list[dict[str, Any]]], out: Path, label: str
 ) -> list[dict[str, Any]]:
     stages = [stage for stage in stages if stage]
@@ -273,11 +280,25 @@ def _drive(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SCRIPTS_DIR), os.environ.get("PYTHONPATH", "")]),
     }
-    subprocess.run(
-        [sys.executable, "-m", "loadgen.drive", str(plan_path), str(result_path)],
+    # Its own session, like the server's (cluster.server); awaited, not run
+    # blocking, so that a Ctrl-C cancels this wait at once and kills it.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadgen.drive",
+        str(plan_path),
+        str(result_path),
         env=env,
-        check=True,
+        start_new_session=True,
     )
+    try:
+        code = await process.wait()
+    except asyncio.CancelledError:
+        process.kill()
+        await process.wait()
+        raise
+    if code != 0:
+        raise subprocess.CalledProcessError(code, "loadgen.drive")
     results: list[dict[str, Any]] = json.loads(result_path.read_text())
     # The plan and raw calls are large and rebuilt by every run: keep the summary only.
     plan_path.unlink()

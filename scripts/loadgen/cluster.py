@@ -210,7 +210,13 @@ def server(
     log_path = out_dir / f"server-{address.rpartition(':')[2]}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C at the terminal reaches the orchestrator
+            # only, which stops the server itself (SIGTERM, drain) on its way out.
+            start_new_session=True,
         )
     running = ServerProcess(process, address, workers, log_path, postgres)
     try:
