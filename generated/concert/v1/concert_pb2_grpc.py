@@ -119,6 +119,12 @@ class ConcertServiceServicer:
         sold, by seat number, with their prices. A hold whose expiry has passed no
         longer counts: its seat is listed again at once.
 
+        The list is advisory and may be up to a second old (the server's
+        CONCERT_SEAT_LIST_MAX_AGE_MS): a seat just taken through another server
+        process may still be listed, and ReserveSeat then answers
+        ALREADY_EXISTS SEAT_UNAVAILABLE. A caller's own holds and cancellations
+        made through the same process show at once.
+
         Errors:
         - INVALID_ARGUMENT: malformed date_id, page_size or page_token.
         - NOT_FOUND (reason DATE_NOT_FOUND): no such date.
