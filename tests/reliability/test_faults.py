@@ -154,6 +154,72 @@ async def test_an_abandoned_call_rolls_its_transaction_back(
         await app.stop(grace=0.5)
 
 
+@pytest.mark.parametrize("give_up", ["deadline", "cancel"])
+async def test_a_pay_abandoned_at_its_last_statement_rolls_everything_back(
+    database_url: str, settings: Settings, give_up: str
+) -> None:
+    """Pay waits on the counters every payment shares, whose statement carries
+    the COMMIT (server/db/committing.py); the client gives up: no money moves."""
+    await empty_tables(database_url)
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    app = await build_app(
+        settings.replace(lock_timeout_ms=20_000),
+        database_url=database_url,
+        clock=clock,
+        start_jobs=False,
+    )
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stubs = Stubs.on(channel)
+            date_id, fan = await _concert_and_fan(app, stubs)
+            await stubs.wallet.Charge(
+                wallet_pb2.ChargeRequest(user_id=fan.user_id, amount=PRICE), metadata=ADMIN
+            )
+            held = await stubs.reservation.ReserveSeat(
+                reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=1),
+                metadata=fan.metadata,
+            )
+            pay = payment_pb2.PayRequest(reservation_id=held.reservation.reservation_id)
+            async with await psycopg.AsyncConnection.connect(database_url) as stuck:
+                await stuck.execute(
+                    "SELECT 1 FROM concert_dates WHERE id = %s FOR UPDATE", (date_id,)
+                )
+                call = stubs.payment.Pay(
+                    pay, metadata=fan.metadata, timeout=0.3 if give_up == "deadline" else None
+                )
+                if give_up == "cancel":
+                    await asyncio.sleep(0.3)
+                    call.cancel()
+                with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+                    await call
+                await asyncio.sleep(0.5)
+                await stuck.rollback()
+            await asyncio.sleep(0.5)
+            for query, expected in [
+                ("SELECT balance FROM wallets WHERE user_id = %s", PRICE),
+                ("SELECT count(*) FROM payments WHERE user_id = %s", 0),
+                ("SELECT count(*) FROM wallet_ledger WHERE user_id = %s", 1),
+                ("SELECT state FROM reservations WHERE user_id = %s", "held"),
+                ("SELECT state FROM queue_tokens WHERE user_id = %s", "live"),
+            ]:
+                assert await _scalar(database_url, query, fan.user_id) == expected, query
+            assert (
+                await _scalar(
+                    database_url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%%'",
+                )
+                == 0
+            )
+            # Released: the same Pay now goes through, once.
+            reply = await stubs.payment.Pay(pay, metadata=fan.metadata)
+            assert reply.payment.amount == PRICE
+            await assert_invariants(app)
+    finally:
+        await app.stop(grace=0.5)
+
+
 # -- PostgreSQL stops and starts under the server ---------------------------
 
 
