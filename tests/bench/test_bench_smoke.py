@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,57 @@ def test_the_harness_prints_the_table_with_the_baseline(
     assert measured["answered"] == 200
     assert 0 < measured["peak_rss_mib"] < 1024
     assert (out / "baseline-w1-c4-scon.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_harness_and_everything_it_started(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "scripts"),
+        "CONCERT_DATABASE_URL": postgres_server_url,
+    }
+    out = tmp_path / "bench"
+    harness = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadgen",
+            "--scenario",
+            "baseline",
+            "--concurrency",
+            "4",
+            "--requests",
+            "10000000",
+            "--duration",
+            "60",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("*.plan.json")):  # the load generator has its plan
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the baseline stage never started"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        [log] = out.glob("server-*.log")
+        port = int(log.stem.rpartition("-")[2])
+        harness.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+        _, stderr = harness.communicate(timeout=20)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+    assert harness.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    # The server it started no longer listens.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
