@@ -10,25 +10,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_the_harness_prints_the_table_with_the_baseline(
-    postgres_server_url: str, tmp_path: Path
-) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "scripts"),
-        # The harness creates (and drops) its own database on this server.
-        "CONCERT_DATABASE_URL": postgres_server_url,
-    }
-    out = tmp_path / "bench"
-    finished = subprocess.run(
-        [
+def _baseline_harness(
+    postgres_server_url: str, out: Path, *, requests: int, duration: int
+) -> dict[str, Any]:
+    """scripts/bench's Python entry, baseline only, 4 clients, on this PostgreSQL
+    (the harness creates and drops its own database there)."""
+    return {
+        "args": [
             sys.executable,
             "-m",
             "loadgen",
@@ -37,14 +32,28 @@ def test_the_harness_prints_the_table_with_the_baseline(
             "--concurrency",
             "4",
             "--requests",
-            "200",
+            str(requests),
             "--duration",
-            "3",
+            str(duration),
             "--out",
             str(out),
         ],
-        env=env,
-        cwd=ROOT,
+        "env": {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "scripts"),
+            "CONCERT_DATABASE_URL": postgres_server_url,
+        },
+        "cwd": ROOT,
+    }
+
+
+@pytest.mark.slow
+def test_the_harness_prints_the_table_with_the_baseline(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    finished = subprocess.run(
+        **_baseline_harness(postgres_server_url, out, requests=200, duration=3),
         capture_output=True,
         text=True,
         timeout=120,
@@ -70,30 +79,9 @@ def test_the_harness_prints_the_table_with_the_baseline(
 def test_ctrl_c_stops_the_harness_and_everything_it_started(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "scripts"),
-        "CONCERT_DATABASE_URL": postgres_server_url,
-    }
     out = tmp_path / "bench"
     harness = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadgen",
-            "--scenario",
-            "baseline",
-            "--concurrency",
-            "4",
-            "--requests",
-            "10000000",
-            "--duration",
-            "60",
-            "--out",
-            str(out),
-        ],
-        env=env,
-        cwd=ROOT,
+        **_baseline_harness(postgres_server_url, out, requests=10_000_000, duration=60),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

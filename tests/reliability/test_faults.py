@@ -5,6 +5,7 @@ After each, the invariants hold with no manual repair."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -12,8 +13,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import psycopg
@@ -82,76 +84,85 @@ async def test_a_stuck_row_lock_fails_the_call_with_database_timeout(
     await assert_invariants(app)
 
 
-@pytest.mark.parametrize("give_up", ["deadline", "cancel"])
-async def test_an_abandoned_call_rolls_its_transaction_back(
-    database_url: str, settings: Settings, give_up: str
-) -> None:
-    # lock_timeout far above the client's patience: the CLIENT gives up first,
-    # while the server's transaction waits on a row lock.
+@contextlib.asynccontextmanager
+async def _patient_server(
+    database_url: str, settings: Settings
+) -> AsyncIterator[tuple[App, Stubs]]:
+    """A server whose lock_timeout (20 s) is far above a client's patience: the
+    CLIENT gives up first, while the server's transaction waits on a row lock."""
     await empty_tables(database_url)
-    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     app = await build_app(
         settings.replace(lock_timeout_ms=20_000),
         database_url=database_url,
-        clock=clock,
+        clock=FakeClock(datetime.now(UTC).replace(microsecond=0)),
         start_jobs=False,
     )
     await app.start()
     try:
         async with grpc.aio.insecure_channel(app.address) as channel:
-            stubs = Stubs.on(channel)
-            fan = await admitted_fan(stubs)
-            request_id = str(uuid.uuid4())
-            charge = wallet_pb2.ChargeRequest(
-                user_id=fan.user_id, amount=5000, request_id=request_id
-            )
-            async with await psycopg.AsyncConnection.connect(database_url) as stuck:
-                await stuck.execute(
-                    "SELECT 1 FROM wallets WHERE user_id = %s FOR UPDATE", (fan.user_id,)
-                )
-                call = stubs.wallet.Charge(
-                    charge, metadata=ADMIN, timeout=0.2 if give_up == "deadline" else None
-                )
-                if give_up == "cancel":
-                    await asyncio.sleep(0.2)
-                    call.cancel()
-                with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
-                    await call
-                # Still locked a while after the client left: had the server
-                # kept waiting, its UPDATE would go through on release below.
-                await asyncio.sleep(0.5)
-                await stuck.rollback()
-            await asyncio.sleep(0.5)
-            assert (
-                await _scalar(
-                    database_url, "SELECT balance FROM wallets WHERE user_id = %s", fan.user_id
-                )
-                == 0
-            )
-            assert await _scalar(database_url, "SELECT count(*) FROM wallet_ledger") == 0
-            assert (
-                await _scalar(
-                    database_url,
-                    "SELECT count(*) FROM idempotency_keys WHERE request_id = %s",
-                    request_id,
-                )
-                == 0
-            )
-            # The server holds no transaction open: nothing idles in one.
-            assert (
-                await _scalar(
-                    database_url,
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state LIKE 'idle in transaction%%'",
-                )
-                == 0
-            )
-            # The retry with the same request id then charges exactly once.
-            reply = await stubs.wallet.Charge(charge, metadata=ADMIN)
-            assert reply.balance == 5000
-            await assert_invariants(app)
+            yield app, Stubs.on(channel)
     finally:
         await app.stop(grace=0.5)
+
+
+PATIENCE = 0.3  # seconds a client waits before it gives up
+
+
+async def _abandon_while_locked(
+    database_url: str,
+    lock: str,
+    params: tuple[object, ...],
+    make_call: Callable[[float | None], Any],
+    give_up: str,
+) -> None:
+    """Another session holds the row lock `lock` takes while the client gives up
+    on make_call(timeout), by deadline or by cancelling; the lock is held a while
+    longer (had the server kept waiting, its write would go through on release),
+    then released. Afterwards the server holds no transaction open."""
+    async with await psycopg.AsyncConnection.connect(database_url) as stuck:
+        await stuck.execute(lock, params)
+        call = make_call(PATIENCE if give_up == "deadline" else None)
+        if give_up == "cancel":
+            await asyncio.sleep(PATIENCE)
+            call.cancel()
+        with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+            await call
+        await asyncio.sleep(0.5)
+        await stuck.rollback()
+    await asyncio.sleep(0.5)
+    idle_in_transaction = await _scalar(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state LIKE 'idle in transaction%%'",
+    )
+    assert idle_in_transaction == 0
+
+
+@pytest.mark.parametrize("give_up", ["deadline", "cancel"])
+async def test_an_abandoned_call_rolls_its_transaction_back(
+    database_url: str, settings: Settings, give_up: str
+) -> None:
+    async with _patient_server(database_url, settings) as (app, stubs):
+        fan = await admitted_fan(stubs)
+        request_id = str(uuid.uuid4())
+        charge = wallet_pb2.ChargeRequest(user_id=fan.user_id, amount=5000, request_id=request_id)
+        await _abandon_while_locked(
+            database_url,
+            "SELECT 1 FROM wallets WHERE user_id = %s FOR UPDATE",
+            (fan.user_id,),
+            lambda timeout: stubs.wallet.Charge(charge, metadata=ADMIN, timeout=timeout),
+            give_up,
+        )
+        for query, param, expected in [
+            ("SELECT balance FROM wallets WHERE user_id = %s", fan.user_id, 0),
+            ("SELECT count(*) FROM wallet_ledger WHERE user_id = %s", fan.user_id, 0),
+            ("SELECT count(*) FROM idempotency_keys WHERE request_id = %s", request_id, 0),
+        ]:
+            assert await _scalar(database_url, query, param) == expected, query
+        # The retry with the same request id then charges exactly once.
+        reply = await stubs.wallet.Charge(charge, metadata=ADMIN)
+        assert reply.balance == 5000
+        await assert_invariants(app)
 
 
 @pytest.mark.parametrize("give_up", ["deadline", "cancel"])
@@ -160,64 +171,35 @@ async def test_a_pay_abandoned_at_its_last_statement_rolls_everything_back(
 ) -> None:
     """Pay waits on the counters every payment shares, whose statement carries
     the COMMIT (server/db/committing.py); the client gives up: no money moves."""
-    await empty_tables(database_url)
-    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    app = await build_app(
-        settings.replace(lock_timeout_ms=20_000),
-        database_url=database_url,
-        clock=clock,
-        start_jobs=False,
-    )
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
-            stubs = Stubs.on(channel)
-            date_id, fan = await _concert_and_fan(app, stubs)
-            await stubs.wallet.Charge(
-                wallet_pb2.ChargeRequest(user_id=fan.user_id, amount=PRICE), metadata=ADMIN
-            )
-            held = await stubs.reservation.ReserveSeat(
-                reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=1),
-                metadata=fan.metadata,
-            )
-            pay = payment_pb2.PayRequest(reservation_id=held.reservation.reservation_id)
-            async with await psycopg.AsyncConnection.connect(database_url) as stuck:
-                await stuck.execute(
-                    "SELECT 1 FROM concert_dates WHERE id = %s FOR UPDATE", (date_id,)
-                )
-                call = stubs.payment.Pay(
-                    pay, metadata=fan.metadata, timeout=0.3 if give_up == "deadline" else None
-                )
-                if give_up == "cancel":
-                    await asyncio.sleep(0.3)
-                    call.cancel()
-                with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
-                    await call
-                await asyncio.sleep(0.5)
-                await stuck.rollback()
-            await asyncio.sleep(0.5)
-            for query, expected in [
-                ("SELECT balance FROM wallets WHERE user_id = %s", PRICE),
-                ("SELECT count(*) FROM payments WHERE user_id = %s", 0),
-                ("SELECT count(*) FROM wallet_ledger WHERE user_id = %s", 1),
-                ("SELECT state FROM reservations WHERE user_id = %s", "held"),
-                ("SELECT state FROM queue_tokens WHERE user_id = %s", "live"),
-            ]:
-                assert await _scalar(database_url, query, fan.user_id) == expected, query
-            assert (
-                await _scalar(
-                    database_url,
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state LIKE 'idle in transaction%%'",
-                )
-                == 0
-            )
-            # Released: the same Pay now goes through, once.
-            reply = await stubs.payment.Pay(pay, metadata=fan.metadata)
-            assert reply.payment.amount == PRICE
-            await assert_invariants(app)
-    finally:
-        await app.stop(grace=0.5)
+    async with _patient_server(database_url, settings) as (app, stubs):
+        date_id, fan = await _concert_and_fan(app, stubs)
+        await stubs.wallet.Charge(
+            wallet_pb2.ChargeRequest(user_id=fan.user_id, amount=PRICE), metadata=ADMIN
+        )
+        held = await stubs.reservation.ReserveSeat(
+            reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=1),
+            metadata=fan.metadata,
+        )
+        pay = payment_pb2.PayRequest(reservation_id=held.reservation.reservation_id)
+        await _abandon_while_locked(
+            database_url,
+            "SELECT 1 FROM concert_dates WHERE id = %s FOR UPDATE",
+            (date_id,),
+            lambda timeout: stubs.payment.Pay(pay, metadata=fan.metadata, timeout=timeout),
+            give_up,
+        )
+        for query, expected in [
+            ("SELECT balance FROM wallets WHERE user_id = %s", PRICE),
+            ("SELECT count(*) FROM payments WHERE user_id = %s", 0),
+            ("SELECT count(*) FROM wallet_ledger WHERE user_id = %s", 1),
+            ("SELECT state FROM reservations WHERE user_id = %s", "held"),
+            ("SELECT state FROM queue_tokens WHERE user_id = %s", "live"),
+        ]:
+            assert await _scalar(database_url, query, fan.user_id) == expected, query
+        # Released: the same Pay now goes through, once.
+        reply = await stubs.payment.Pay(pay, metadata=fan.metadata)
+        assert reply.payment.amount == PRICE
+        await assert_invariants(app)
 
 
 # -- PostgreSQL stops and starts under the server ---------------------------
