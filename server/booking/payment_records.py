@@ -76,12 +76,7 @@ async def count_sales(
     for sale in sales:
         expires_at = await store.end_token(conn, sale.token_id, "completed", now)
         completed = [] if expires_at is None else [(sale.token_id, expires_at)]
-        params = {
-            "date": sale.date_id,
-            "completed": len(completed),
-            "now": now,
-            "completed_tokens": store.completed_tokens_json(completed),
-        }
+        params = {"date": sale.date_id, **store.completion_params(completed, now)}
         if commit and sale is sales[-1]:
             await execute_then_commit(conn, _COUNT_SALE, params)
         else:

@@ -1,10 +1,13 @@
 """Completing a token by payment, inside the booking's own transaction.
 
-PaymentService.Pay calls require_live_token before it takes the money and
-complete_token when it records the payment, in the same transaction: the token
-row lock serialises concurrent payments of one token, and the conditional
-update means a token is counted in completed_count once, whether a payment or
-the expiry job ends it first.
+PaymentService.Pay locks the token (require_live_token, or in the same
+statement as the reservation) before it takes the money, and completes it
+when it records the payment, in the same transaction: the token row lock
+serialises concurrent payments of one token, and the conditional update means
+a token is counted in completed_count once, whether a payment or the expiry
+job ends it first. Payments count it with their date's sold counter in one
+statement (server/booking/payment_records.count_sales); complete_token is the
+same completion on its own.
 """
 
 from __future__ import annotations
@@ -55,10 +58,6 @@ async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -
         return False
     await conn.execute(
         f"WITH {store.ADD_COMPLETED_CTE} SELECT {store.NOTIFY_STATE_CHANGE} FROM state",
-        {
-            "completed": 1,
-            "now": now,
-            "completed_tokens": store.completed_tokens_json([(token_id, expires_at)]),
-        },
+        store.completion_params([(token_id, expires_at)], now),
     )
     return True

@@ -74,8 +74,8 @@ async def add_completed(conn: AsyncConnection, count: int, now: datetime) -> Adm
 # For a statement that also writes other rows: completed_count += %(completed)s
 # (nothing at all when it is 0) as a data-modifying CTE named `state`, and the
 # NOTIFY of the change built from it in SQL (`SELECT {NOTIFY_STATE_CHANGE} FROM
-# state`), so counting and announcing cost one round trip. %(completed_tokens)s
-# is completed_tokens_json(...). The payload is encode_change's, field for field
+# state`), so counting and announcing cost one round trip; completion_params()
+# gives their parameters. The payload is encode_change's, field for field
 # (decode_change reads both; tests/queue/test_store_payload.py checks it).
 ADD_COMPLETED_CTE = (
     "state AS ("
@@ -92,8 +92,20 @@ NOTIFY_STATE_CHANGE = (
 )
 
 
-def completed_tokens_json(completed_tokens: Iterable[tuple[uuid.UUID, datetime]]) -> str:
-    return json.dumps([[str(t), e.isoformat()] for t, e in completed_tokens])
+def completion_params(
+    completed_tokens: list[tuple[uuid.UUID, datetime]], now: datetime
+) -> dict[str, object]:
+    """The parameters of ADD_COMPLETED_CTE and NOTIFY_STATE_CHANGE: count these
+    (token, expiry) pairs as completed and announce them."""
+    return {
+        "completed": len(completed_tokens),
+        "now": now,
+        "completed_tokens": json.dumps(_token_list(completed_tokens)),
+    }
+
+
+def _token_list(completed_tokens: Iterable[tuple[uuid.UUID, datetime]]) -> list[list[str]]:
+    return [[str(t), e.isoformat()] for t, e in completed_tokens]
 
 
 async def lock_queue_state(conn: AsyncConnection) -> AdmissionState:
@@ -138,7 +150,7 @@ def encode_change(
             "paused": state.paused,
             "paused_limit": state.paused_limit,
             "updated_at": state.updated_at.isoformat(),
-            "completed_tokens": json.loads(completed_tokens_json(completed_tokens)),
+            "completed_tokens": _token_list(completed_tokens),
         }
     )
 

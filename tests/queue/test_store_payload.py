@@ -16,7 +16,7 @@ from server.queue import store
 async def test_the_sql_payload_decodes_like_the_python_one(app: App, database_url: str) -> None:
     now = app.ctx.clock.now()
     token_id, expires_at = uuid.uuid4(), now + timedelta(seconds=300, microseconds=120_000)
-    completed = [(token_id, expires_at)]
+    completed = [(token_id, expires_at), (uuid.uuid4(), expires_at + timedelta(seconds=1))]
     listener = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     async with listener:
         await listener.execute(f"LISTEN {store.CHANNEL}")
@@ -24,11 +24,7 @@ async def test_the_sql_payload_decodes_like_the_python_one(app: App, database_ur
             cursor = await conn.execute(
                 f"WITH {store.ADD_COMPLETED_CTE} SELECT {store.NOTIFY_STATE_CHANGE},"
                 " version, completed_count, capacity, paused, paused_limit, updated_at FROM state",
-                {
-                    "completed": 2,
-                    "now": now,
-                    "completed_tokens": store.completed_tokens_json(completed),
-                },
+                store.completion_params(completed, now),
             )
             row = await cursor.fetchone()
         assert row is not None
