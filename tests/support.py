@@ -94,6 +94,18 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
     return found
 
 
+def is_serving(address: str, timeout: float = 1.0) -> bool:
+    """One gRPC health check of the server at address: True if it answers SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def wait_until_serving(
     address: str,
     *,
@@ -104,20 +116,14 @@ def wait_until_serving(
 ) -> None:
     """Poll the gRPC health service of a server process until it answers SERVING."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not alive():
-                raise AssertionError(f"{name} exited early:\n{output()}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not SERVING after {timeout}s:\n{output()}")
-            time.sleep(0.1)
+    while True:
+        if not alive():
+            raise AssertionError(f"{name} exited early:\n{output()}")
+        if is_serving(address):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not SERVING after {timeout}s:\n{output()}")
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -13,15 +13,13 @@ import subprocess
 import sys
 import time
 
-import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import Settings
 from server.db.pool import open_pool
 from server.jobs import JobRunner
-from tests.support import TEST_ADMIN_KEY, free_port
+from tests.support import TEST_ADMIN_KEY, free_port, is_serving
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -44,17 +42,6 @@ def _start(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], st
     return process, address
 
 
-def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2.0
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def _wait_for_workers(process: subprocess.Popen[bytes], address: str, count: int) -> list[int]:
     """The worker pids, once `count` of them run and the port answers SERVING."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -66,7 +53,7 @@ def _wait_for_workers(process: subprocess.Popen[bytes], address: str, count: int
         if (
             len(children) == count
             and all(_listens(child, address) for child in children)
-            and _serving(address)
+            and is_serving(address, timeout=2.0)
         ):
             return [child.pid for child in children]
         time.sleep(0.2)
@@ -99,7 +86,7 @@ def test_two_workers_share_the_port_and_stop_cleanly_on_sigterm(create_database)
             ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")}
             assert int(address.rpartition(":")[2]) in ports
         # Many fresh connections all get SERVING, whichever worker accepts them.
-        assert all(_serving(address) for _ in range(10))
+        assert all(is_serving(address, timeout=2.0) for _ in range(10))
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=STOP_TIMEOUT)
     finally:

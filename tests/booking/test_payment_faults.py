@@ -94,6 +94,16 @@ async def pay(app: App, fan: Fan, reservation_id: str, request_id: str = "") -> 
     )
 
 
+# state() of a reservation whose payment went through: the seat sold, once.
+SOLD = {
+    "reservation": "paid",
+    "payments": 1,
+    "sold": True,
+    "attempts": "confirmed",
+    "token": "completed",
+}
+
+
 async def state(app: App, reservation_id: str) -> dict[str, object]:
     async with app.ctx.pool.connection() as conn:
         rid = uuid.UUID(reservation_id)
@@ -142,13 +152,7 @@ async def test_payment_succeeds_sells_the_seat_and_completes_the_token(
     fan, reservation_id = await held_reservation(app)
     paid = await pay(app, fan, reservation_id)
     assert paid.payment.amount == PRICE  # type: ignore[attr-defined]
-    assert await state(app, reservation_id) == {
-        "reservation": "paid",
-        "payments": 1,
-        "sold": True,
-        "attempts": "confirmed",
-        "token": "completed",
-    }
+    assert await state(app, reservation_id) == SOLD
     await assert_books_balance(app, 100_000 - PRICE)
 
 
@@ -260,13 +264,7 @@ async def test_crash_between_charge_and_confirmation_is_completed_by_reconciliat
     app.ctx.clock.advance(61)  # type: ignore[attr-defined]  # within the 300 s hold
     run = await app.ctx.jobs.run_now(RECONCILIATION_JOB)
     assert run.result == {"confirmed": 1, "refunded": 0, "pending": 0}
-    assert await state(app, reservation_id) == {
-        "reservation": "paid",
-        "payments": 1,
-        "sold": True,
-        "attempts": "confirmed",
-        "token": "completed",
-    }
+    assert await state(app, reservation_id) == SOLD
     await assert_books_balance(app, 100_000 - PRICE)
 
 
