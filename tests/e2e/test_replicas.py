@@ -324,16 +324,20 @@ async def test_three_replicas_share_one_database(
 
     # Each job's lock is never held by two sessions at once. (A run lasts a few
     # milliseconds: on a fast machine the 2 ms sampler may not catch one at all,
-    # so seeing it held is reported below, not required; the run counts per
-    # process and the takeover test are the checks with teeth.)
+    # so seeing it held is reported below, not required.)
     assert sampler.most_holders <= 1
     ran = {p.name: job_runs(p, "ran") for p in replicas}
+    skipped = {p.name: job_runs(p, "skipped") for p in replicas}
     print(
-        f"outcomes {sorted(set(outcomes))}, runs per process {ran}, job lock seen held in"
-        f" {sampler.held_samples} of {sampler.samples} samples"
+        f"outcomes {sorted(set(outcomes))}, runs per process {ran}, skipped {skipped},"
+        f" job lock seen held in {sampler.held_samples} of {sampler.samples} samples"
     )
     assert sum(ran.values()) > 0, ran
-    assert sum(1 for count in ran.values() if count > 0) >= 2, f"one process ran every job: {ran}"
+    # Every process schedules the job and tries its lock. Which process wins each
+    # interval is not ours to predict: processes started together fire in the same
+    # order every second, so one of them may win every time (CI saw 0/0/3). That a
+    # second process does run it when the first is gone is the takeover below.
+    assert all(ran[name] + skipped[name] > 0 for name in ran), (ran, skipped)
 
     # The replica-reading process answered its lists through the second pool, and
     # every process lists the same free seats.
