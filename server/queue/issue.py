@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -58,16 +57,39 @@ async def take_place_in_line(
 ) -> Presented:
     """The user's live token, extended; or a new one with the next queue number.
 
-    Issues serialise per user on an advisory lock, so two concurrent calls of
+    A fan with no live token (nearly every call on on-sale day) gets one from a
+    single autocommit statement (store.claim_first_token): one round trip
+    instead of five. Everyone else takes the locked path.
+    """
+    async with pool.connection() as conn:
+        claim = await store.claim_first_token(
+            conn, uuid.uuid4(), user_id, clock.now(), runtime.token_ttl
+        )
+    if claim.token is not None:
+        return presence.present(claim.token)
+    return await _take_place_locked(pool, clock, runtime, presence, user_id, claim.burnt_number)
+
+
+async def _take_place_locked(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    runtime: QueueRuntime,
+    presence: QueuePresence,
+    user_id: uuid.UUID,
+    burnt_number: int | None,
+) -> Presented:
+    """Issues serialise per user on an advisory lock, so two concurrent calls of
     one user yield one token; a partial unique index backs this up. A held
     token whose expiry passed but that the expiry job has not swept yet is
-    expired here, and counted, before the new one is issued.
+    expired here, and counted, before the new one is issued. A number the
+    single-statement path drew and could not use is counted as completed here,
+    like a token that left the line.
     """
     changed: AdmissionState | None = None
-    ended: list[tuple[uuid.UUID, datetime]] = []
     async with pool.connection() as conn, conn.transaction():
         await store.lock_user_queue(conn, user_id)
         now = clock.now()
+        completed = 0 if burnt_number is None else 1
         held = await store.find_live_token(conn, user_id)
         if held is not None and held.expires_at > now:
             admitted = runtime.state.is_admitted(held.queue_number)
@@ -75,9 +97,11 @@ async def take_place_in_line(
             assert token is not None  # live and locked out from other issues of this user
         else:
             if held is not None and await store.end_token(conn, held.token_id, "expired", now):
-                changed = await store.add_completed(conn, 1, now)
-                await store.notify_change(conn, changed, ended)
+                completed += 1
             token = await store.insert_token(conn, uuid.uuid4(), user_id, now, runtime.token_ttl)
+        if completed:
+            changed = await store.add_completed(conn, completed, now)
+            await store.notify_change(conn, changed)
     if changed is not None:
         runtime.apply(changed)
     return presence.present(token)

@@ -234,6 +234,64 @@ async def insert_token(
     return TokenRow(*row)
 
 
+@dataclass(frozen=True)
+class FirstClaim:
+    """What claim_first_token did: a new token, nothing, or a number used up in a race."""
+
+    token: TokenRow | None  # the new live token, when it was inserted
+    burnt_number: int | None  # a queue number drawn but not used (see claim_first_token)
+
+
+async def claim_first_token(
+    conn: AsyncConnection,
+    token_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+    ttl: timedelta,
+) -> FirstClaim:
+    """IssueToken's common case in one autocommit statement: a fan with no live token.
+
+    The statement takes the fan's queue lock only if it is free
+    (pg_try_advisory_xact_lock: another issue of this fan in flight sends the
+    caller to the locked path instead of waiting here) and draws a number only
+    when the fan has no live token in its snapshot; the insert is then
+    arbitrated by the one-live-token-per-user index. One case slips through:
+    another issue of this fan that commits between this statement's snapshot
+    and its lock. The index then refuses the insert (DO NOTHING) after the
+    number was drawn; the number is reported as burnt so the caller counts it
+    as completed, and the admission window does not keep a place no one holds.
+
+    Returns FirstClaim(None, None) when the fan already has a live token (or
+    its lock was busy): the caller takes the locked path.
+    """
+    cursor = await conn.execute(
+        "WITH claim AS MATERIALIZED ("
+        "  SELECT nextval('queue_numbers') AS n"
+        "   WHERE NOT EXISTS (SELECT FROM queue_tokens WHERE user_id = %(user)s AND state = 'live')"
+        "     AND pg_try_advisory_xact_lock(%(namespace)s, %(key)s)"
+        "), inserted AS ("
+        "  INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
+        "  SELECT %(id)s, %(user)s, claim.n, 'live', %(now)s, %(expires)s FROM claim"
+        "  ON CONFLICT (user_id) WHERE state = 'live' DO NOTHING"
+        f"  RETURNING {TOKEN_COLUMNS}"
+        f") SELECT claim.n, inserted.* FROM claim LEFT JOIN inserted ON true",
+        {
+            "id": token_id,
+            "user": user_id,
+            "now": now,
+            "expires": now + ttl,
+            "namespace": int(LockNamespace.QUEUE_USER),
+            "key": lock_id(str(user_id)),
+        },
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return FirstClaim(None, None)
+    if row[1] is None:
+        return FirstClaim(None, int(row[0]))
+    return FirstClaim(TokenRow(*row[1:]), None)
+
+
 async def touch_token(
     conn: AsyncConnection,
     token_id: uuid.UUID,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import timedelta
 
 import grpc
+import psycopg
 import pytest
 
 from concert.v1 import queue_pb2
@@ -144,3 +147,54 @@ async def test_after_expiry_a_fan_gets_a_new_place_and_the_old_one_counts_once(
     run = await app.ctx.jobs.run_now("queue.expire_stale_tokens")
     assert run.result == 0
     assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
+
+
+async def test_a_number_drawn_in_a_lost_race_is_counted_and_the_window_stays_full(
+    app: App, stubs: Stubs, database_url: str, clock: FakeClock
+) -> None:
+    """The one case the single-statement issue cannot avoid drawing a number for
+    nothing: another issue of the same fan commits after the statement's
+    snapshot. Planted here with a second connection that inserts the fan's
+    token (uncommitted, so the statement draws a number and then waits on the
+    one-live-token index) and commits. The drawn number must count as completed:
+    otherwise the admission window keeps a place that no fan holds."""
+    [(user_id, _, session), (_, _, later_session)] = await insert_users(app, 2)
+    async with await psycopg.AsyncConnection.connect(database_url) as other:
+        await other.execute(
+            "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
+            " VALUES (%s, %s, nextval('queue_numbers'), 'live', %s, %s)",
+            (uuid.uuid4(), user_id, clock.now(), clock.now() + timedelta(minutes=10)),
+        )
+        issuing = asyncio.ensure_future(stubs.queue.IssueToken(by_session(session)))
+        await wait_for_lock_wait(other)
+        await other.commit()
+        reply = await issuing
+    # The fan gets the token the other issue committed (number 1); number 2 was
+    # drawn for nothing and is counted as completed, once.
+    assert reply.status.queue_number == 1
+    assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
+    assert await fetch_one(
+        app, "SELECT count(*) FROM queue_tokens WHERE user_id = %s", user_id
+    ) == (1,)
+    # Capacity 2: fans 1 and 3 are both admitted (without the count, 3 would wait
+    # behind a number that no one holds).
+    later = await stubs.queue.IssueToken(by_session(later_session))
+    assert (later.status.queue_number, later.status.state) == (
+        3,
+        queue_pb2.QUEUE_TOKEN_STATE_ADMITTED,
+    )
+
+
+async def wait_for_lock_wait(conn: psycopg.AsyncConnection) -> None:
+    """Until some other session of this database waits on a lock held by conn's."""
+    for _ in range(500):
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND %s = ANY(pg_blocking_pids(pid))",
+            (conn.info.backend_pid,),
+        )
+        row = await cursor.fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no session ever waited on the planted token")
