@@ -14,6 +14,8 @@ from concert.v1 import queue_pb2
 from server.accounts.sessions import issue_session
 from server.app import App
 from server.clock import FakeClock
+from server.db.locks import LockNamespace, lock_id
+from server.queue import store
 from server.queue.tokens import read_queue_token
 from tests.queue.helpers import PASSWORD, fetch_one, insert_users
 from tests.support import Stubs, error_details
@@ -198,3 +200,28 @@ async def wait_for_lock_wait(conn: psycopg.AsyncConnection) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no session ever waited on the planted token")
+
+
+async def test_the_single_statement_issue_inserts_only_for_a_fan_without_a_live_token(
+    app: App, database_url: str, clock: FakeClock
+) -> None:
+    """store.claim_first_token, the one-round-trip path: a new token for a fan with
+    none; nothing (and no number drawn) when the fan has one, or while another
+    issue of the fan holds its lock; the locked path then decides."""
+    [(user_id, _, _), (busy_user, _, _)] = await insert_users(app, 2)
+    ttl = app.ctx.queue.token_ttl
+    async with app.ctx.pool.connection() as conn:
+        first = await store.claim_first_token(conn, uuid.uuid4(), user_id, clock.now(), ttl)
+        assert first.token is not None and first.burnt_number is None
+        assert (first.token.user_id, first.token.queue_number) == (user_id, 1)
+        again = await store.claim_first_token(conn, uuid.uuid4(), user_id, clock.now(), ttl)
+        assert again == store.FirstClaim(None, None)
+        async with await psycopg.AsyncConnection.connect(database_url) as other:
+            await other.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                (int(LockNamespace.QUEUE_USER), lock_id(str(busy_user))),
+            )
+            busy = await store.claim_first_token(conn, uuid.uuid4(), busy_user, clock.now(), ttl)
+            assert busy == store.FirstClaim(None, None)
+    # No number was drawn by the two refusals: the next one is 2.
+    assert await fetch_one(app, "SELECT nextval('queue_numbers')") == (2,)
