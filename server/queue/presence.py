@@ -25,8 +25,21 @@ from server.queue.store import TokenRow
 from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
 from server.signing import Signer
 
-# An open watch stream sends a new position at most this often.
+# An open watch stream sends a new position at most once per watch_interval:
+# every WATCH_MIN_INTERVAL_SECONDS near the front, one second more per
+# WATCH_PLACES_PER_SECOND places ahead, up to WATCH_MAX_INTERVAL_SECONDS. A fan
+# 8,000 places back learns nothing from a message a second, and 8,000 such
+# streams cost the server a core's worth of wake-ups and writes in a sale.
 WATCH_MIN_INTERVAL_SECONDS = 1.0
+WATCH_MAX_INTERVAL_SECONDS = 5.0
+WATCH_PLACES_PER_SECOND = 1000
+
+
+def watch_interval(people_ahead: int) -> float:
+    """Seconds a watch stream waits after sending before it sends a new position."""
+    steps = people_ahead // WATCH_PLACES_PER_SECOND
+    return min(WATCH_MAX_INTERVAL_SECONDS, WATCH_MIN_INTERVAL_SECONDS + steps)
+
 
 # GetQueueStatus extends a token only when that moves its expiry by at least
 # this share of the lifetime: a waiting fan polling more often than every
@@ -124,11 +137,12 @@ class QueuePresence:
     async def watch(self, credential: str | None) -> AsyncIterator[Presented]:
         """One status now, then the latest position when it changes; ends when admitted or done.
 
-        Coalesced: a stream wakes at the runtime's shared pulse (at most once a
-        second after changes) and sends only when its own position changed, at
-        most once per WATCH_MIN_INTERVAL_SECONDS; positions passed in between are
-        skipped, never reordered. Admission wakes the stream at once and its
-        message is sent at once, as is the end of an expired token.
+        Coalesced: after sending, a stream waits out its watch_interval (1 s
+        near the front, up to 5 s far back), then sends the latest position if
+        it changed, or waits for the next change (the runtime's shared pulse,
+        at most once a second); positions passed in between are skipped, never
+        reordered. Admission wakes the stream at once and its message is sent
+        at once, as is the end of an expired token.
         """
         claims = parse_token(self._signer, credential)
         runtime = self._runtime
@@ -142,10 +156,12 @@ class QueuePresence:
         try:
             seen = (first.status.people_ahead, first.status.admission_paused)
             signed, signed_expiry = first.credential, row.expires_at
-            sent_at = loop.time()
-            unsent = False  # the position moved but the last message is too recent
+            next_send = loop.time() + watch_interval(first.status.people_ahead)
             while True:
-                await runtime.wakeups.wait(row.queue_number, pending_send=unsent)
+                waiting_out = loop.time() < next_send
+                await runtime.wakeups.wait(
+                    row.queue_number, not_before=next_send if waiting_out else None
+                )
                 expiry = runtime.watched_expiry(row.token_id)
                 if expiry is None or expiry <= self._clock.now():
                     raise Unauthenticated("TOKEN_EXPIRED", "the queue token has expired")
@@ -159,10 +175,11 @@ class QueuePresence:
                     yield self.present(admitted)
                     return
                 position = (state.people_ahead(row.queue_number), state.paused)
-                unsent = position != seen
-                if not unsent or loop.time() - sent_at < WATCH_MIN_INTERVAL_SECONDS:
+                if position == seen or loop.time() < next_send:
                     continue
-                seen, unsent, sent_at = position, False, loop.time()
+                seen = position
+                sent_at = runtime.wakeups.pulsed_at or loop.time()  # the pulse that woke it
+                next_send = sent_at + watch_interval(position[0])
                 row = TokenRow(row.token_id, row.user_id, row.queue_number, row.state, expiry, None)
                 if expiry != signed_expiry:  # re-sign only when the expiry moved
                     signed = sign_queue_token(self._signer, claims_of(row))

@@ -36,7 +36,8 @@ from server.queue.admission import AdmissionRate, AdmissionState
 log = logging.getLogger(__name__)
 
 SAFETY_REREAD_SECONDS = 5.0
-# Waiting watch streams wake together at most this often after a change...
+# Waiting watch streams wake together at most this often after a change
+# (and a stream's own time, see WatcherWakeups, is checked this often)...
 PULSE_SECONDS = 1.0
 # ...and at least this often, to notice an expired token with no change.
 WATCH_RECHECK_SECONDS = 5.0
@@ -49,36 +50,64 @@ class WatcherWakeups:
     Every change of the queue moves every waiting fan's position, and during a
     sale changes come hundreds of times a second: waking thousands of watchers
     per change is what overloaded the server. Instead a watcher waits on its own
-    future (no timer), which is resolved either by the next pulse, at most once
-    per PULSE_SECONDS for all watchers together, or at once by the change that
-    admits its queue number (a heap by number, so a change touches only the
-    watchers it admits).
+    future (no timer), resolved by one of:
+    - the next pulse after a change (at most one per PULSE_SECONDS for all
+      watchers together), when it waits for the next change;
+    - the first pulse at or after its own time, when it waits until then (a
+      stream that has just sent waits out its interval this way, and wakes
+      once, not at every pulse in between);
+    - at once, the change that admits its queue number (a heap by number, so a
+      change touches only the watchers it admits).
     """
 
     def __init__(self) -> None:
-        self._until_pulse: list[asyncio.Future[None]] = []
+        self._next_change: list[asyncio.Future[None]] = []
+        self._by_time: list[tuple[float, int, asyncio.Future[None]]] = []
         self._by_number: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self.pending_send = False  # some watcher holds a change it could not send yet
+        # Loop time of the last pulse: a stream that sends because of a pulse
+        # counts its interval from it, so that the pulse a second later finds
+        # the interval over however long the streams before it took to run.
+        self.pulsed_at: float | None = None
 
-    def wait(self, queue_number: int, *, pending_send: bool = False) -> asyncio.Future[None]:
+    def wait(self, queue_number: int, *, not_before: float | None = None) -> asyncio.Future[None]:
+        """A future for one watcher: resolved at the next pulse after a change, or
+        (not_before, in loop time) at the first pulse from then on; at once on admission."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._until_pulse.append(waiter)
-        heapq.heappush(self._by_number, (queue_number, next(self._order), waiter))
-        self.pending_send = self.pending_send or pending_send
+        order = next(self._order)
+        if not_before is None:
+            self._next_change.append(waiter)
+        else:
+            heapq.heappush(self._by_time, (not_before, order, waiter))
+        heapq.heappush(self._by_number, (queue_number, order, waiter))
         return waiter
 
     @property
     def waiting(self) -> bool:
-        return bool(self._until_pulse)
+        return bool(self._next_change or self._by_time)
 
-    def pulse(self) -> None:
-        """Wake every waiting watcher."""
-        waiters, self._until_pulse, self._by_number = self._until_pulse, [], []
-        self.pending_send = False
-        for waiter in waiters:
+    def due(self, now: float) -> bool:
+        """Some watcher's own time has come."""
+        return bool(self._by_time) and self._by_time[0][0] <= now
+
+    def pulse(self, now: float | None = None, *, changed: bool = True) -> None:
+        """Wake the watchers whose time has come by `now` and, if the queue
+        changed, those waiting for a change. now=None: wake every watcher."""
+        woken: list[asyncio.Future[None]] = []
+        if changed or now is None:
+            woken, self._next_change = self._next_change, []
+        if now is None:
+            woken.extend(waiter for _, _, waiter in self._by_time)
+            self._by_time = []
+        else:
+            self.pulsed_at = now
+            by_time = self._by_time
+            while by_time and by_time[0][0] <= now:
+                woken.append(heapq.heappop(by_time)[2])
+        for waiter in woken:
             if not waiter.done():
                 waiter.set_result(None)
+        self._drop_woken_from_numbers()
 
     def admit(self, window_limit: int) -> None:
         """Wake, now, the watchers whose queue number the window has reached."""
@@ -87,6 +116,15 @@ class WatcherWakeups:
             waiter = heapq.heappop(by_number)[2]
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _drop_woken_from_numbers(self) -> None:
+        # A woken watcher's entry stays in the number heap until admission
+        # reaches it; rebuild the heap once most entries are stale, so the
+        # far-back watchers' re-waits do not grow it for the whole sale.
+        live = len(self._next_change) + len(self._by_time)
+        if len(self._by_number) > 2 * live + 64:
+            self._by_number = [entry for entry in self._by_number if not entry[2].done()]
+            heapq.heapify(self._by_number)
 
 
 class QueueRuntime:
@@ -260,13 +298,11 @@ class QueueRuntime:
                 continue
             version = self._state.version if self._state is not None else None
             now = loop.time()
-            if (
-                version != pulsed_version
-                or wakeups.pending_send
-                or now - pulsed_at >= WATCH_RECHECK_SECONDS
-            ):
+            changed = version != pulsed_version or now - pulsed_at >= WATCH_RECHECK_SECONDS
+            if changed:
                 pulsed_version, pulsed_at = version, now
-                wakeups.pulse()
+            if changed or wakeups.due(now):
+                wakeups.pulse(now, changed=changed)
 
     async def _keep_watchers_present(self) -> None:
         # A third of the lifetime: two touches may fail before a token lapses.

@@ -121,10 +121,12 @@ class QueueServiceServicer:
 
     def WatchQueueStatus(self, request, context):
         """WatchQueueStatus streams the fan's status: one message at once, then the
-        latest position whenever it changes, at most about once a second
-        (positions passed in between are skipped). The stream ends after the
-        message that says they are admitted, sent at once, or when their token
-        expires. An open stream keeps a waiting token alive.
+        latest position whenever it changes, at most about once a second near the
+        front of the line and less often further back (one second more per 1,000
+        people ahead, at most every 5 seconds); positions passed in between are
+        skipped. The stream ends after the message that says they are admitted,
+        sent at once, or when their token expires. An open stream keeps a waiting
+        token alive.
 
         Errors: as GetQueueStatus.
         """
