@@ -82,14 +82,17 @@ async def _take_place_locked(
     one user yield one token; a partial unique index backs this up. A held
     token whose expiry passed but that the expiry job has not swept yet is
     expired here, and counted, before the new one is issued. A number the
-    single-statement path drew and could not use is counted as completed here,
-    like a token that left the line.
+    single-statement path drew and could not use is recorded as a token that
+    ended at once and counted as completed here, like a token that left the line.
     """
     changed: AdmissionState | None = None
     async with pool.connection() as conn, conn.transaction():
         await store.lock_user_queue(conn, user_id)
         now = clock.now()
-        completed = 0 if burnt_number is None else 1
+        completed = 0
+        if burnt_number is not None:
+            await store.record_unused_number(conn, user_id, burnt_number, now)
+            completed += 1
         held = await store.find_live_token(conn, user_id)
         if held is not None and held.expires_at > now:
             admitted = runtime.state.is_admitted(held.queue_number)

@@ -258,8 +258,9 @@ async def claim_first_token(
     arbitrated by the one-live-token-per-user index. One case slips through:
     another issue of this fan that commits between this statement's snapshot
     and its lock. The index then refuses the insert (DO NOTHING) after the
-    number was drawn; the number is reported as burnt so the caller counts it
-    as completed, and the admission window does not keep a place no one holds.
+    number was drawn; the number is reported as burnt so the caller records
+    it as a token that ended at once (record_unused_number) and counts it as
+    completed: the admission window does not keep a place no one holds.
 
     Returns FirstClaim(None, None) when the fan already has a live token (or
     its lock was busy): the caller takes the locked path.
@@ -290,6 +291,23 @@ async def claim_first_token(
     if row[1] is None:
         return FirstClaim(None, int(row[0]))
     return FirstClaim(TokenRow(*row[1:]), None)
+
+
+async def record_unused_number(
+    conn: AsyncConnection, user_id: uuid.UUID, queue_number: int, now: datetime
+) -> None:
+    """A number claim_first_token drew and could not use, kept as a token that ended at once.
+
+    The caller counts it in completed_count in the same transaction, so the
+    window moves past it, and the row is what makes that count add up: every
+    number counted as completed is an ended row (the token-counted-once
+    invariant). The token was never signed, so no client ever holds it.
+    """
+    await conn.execute(
+        "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at,"
+        " ended_at) VALUES (%s, %s, %s, 'expired', %s, %s, %s)",
+        (uuid.uuid4(), user_id, queue_number, now, now, now),
+    )
 
 
 async def touch_token(

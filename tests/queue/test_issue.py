@@ -15,6 +15,7 @@ from server.accounts.sessions import issue_session
 from server.app import App
 from server.clock import FakeClock
 from server.db.locks import LockNamespace, lock_id
+from server.invariants import check_database
 from server.queue import store
 from server.queue.tokens import read_queue_token
 from tests.queue.helpers import PASSWORD, fetch_one, insert_users
@@ -176,8 +177,14 @@ async def test_a_number_drawn_in_a_lost_race_is_counted_and_the_window_stays_ful
     assert reply.status.queue_number == 1
     assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
     assert await fetch_one(
-        app, "SELECT count(*) FROM queue_tokens WHERE user_id = %s", user_id
+        app, "SELECT count(*) FROM queue_tokens WHERE user_id = %s AND state = 'live'", user_id
     ) == (1,)
+    # Number 2 is on record as a token that ended at once, so the count adds up.
+    assert await fetch_one(
+        app, "SELECT user_id, state FROM queue_tokens WHERE queue_number = 2"
+    ) == (user_id, "expired")
+    report = await check_database(database_url, clock.now(), expiry_grace=timedelta(seconds=60))
+    assert report.ok, str(report)
     # Capacity 2: fans 1 and 3 are both admitted (without the count, 3 would wait
     # behind a number that no one holds).
     later = await stubs.queue.IssueToken(by_session(later_session))
