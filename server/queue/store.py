@@ -275,7 +275,7 @@ async def claim_first_token(
         "  SELECT %(id)s, %(user)s, claim.n, 'live', %(now)s, %(expires)s FROM claim"
         "  ON CONFLICT (user_id) WHERE state = 'live' DO NOTHING"
         f"  RETURNING {TOKEN_COLUMNS}"
-        f") SELECT claim.n, inserted.* FROM claim LEFT JOIN inserted ON true",
+        ") SELECT claim.n, inserted.* FROM claim LEFT JOIN inserted ON true",
         {
             "id": token_id,
             "user": user_id,
