@@ -175,6 +175,16 @@ async def test_the_mapped_error_code_is_counted_and_logged(
                 b"", metadata=(("x-request-id", "req-fail"),)
             )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # grpc.aio sends an aborted call's status before the handler's task unwinds
+    # through the observability layer: the count and the line may land just
+    # after the client has its answer (CI saw the count still 0 once).
+    await eventually(
+        lambda: handled(metrics, "Fail", "FAILED_PRECONDITION") == 1, "the refusal counted"
+    )
+    await eventually(
+        lambda: any(r.get("request_id") == "req-fail" for r in records(json_lines)),
+        "the refusal logged",
+    )
     assert handled(metrics, "Fail", "FAILED_PRECONDITION") == 1
     assert handled(metrics, "Fail", "UNKNOWN") == 0
     (line,) = [r for r in records(json_lines) if r.get("request_id") == "req-fail"]
@@ -199,6 +209,12 @@ async def test_streams_are_counted_with_their_final_status(
                 pass
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
+    # As for unary calls, a stream's final status may reach the client before
+    # the server's side has counted it.
+    await eventually(
+        lambda: handled(metrics, "CountThenFail", "FAILED_PRECONDITION", "server_stream") == 1,
+        "the failed stream counted",
+    )
     assert handled(metrics, "Count", "OK", "server_stream") == 1
     assert handled(metrics, "CountThenFail", "FAILED_PRECONDITION", "server_stream") == 1
     stream_lines = [r for r in records(json_lines) if r.get("request_id") == "req-stream"]
