@@ -1,6 +1,6 @@
 """Fixtures: a real PostgreSQL, a fresh database, the server in-process.
 
-By default the tests start an embedded PostgreSQL (pgserver) of their own;
+By default the tests start an embedded PostgreSQL (server.db.embedded) of their own;
 CONCERT_TEST_DATABASE_URL points them at an external server instead, where
 each run creates and drops its own database. Every test that uses `app`
 starts from empty tables, a FakeClock and a server on a free port.
@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -22,6 +23,7 @@ from psycopg import sql
 from server.app import App, build_app
 from server.clock import FakeClock
 from server.config import Settings
+from server.db.embedded import open_cluster
 from server.db.migrate import migrate
 from tests.support import TEST_ADMIN_KEY, Stubs
 
@@ -36,11 +38,12 @@ def postgres_server_url() -> Iterator[str]:
     if external:
         yield external
         return
-    import pgserver
-
     with tempfile.TemporaryDirectory(prefix="concert-test-pg-") as directory:
-        server = pgserver.get_server(directory, cleanup_mode="stop")
-        yield server.get_uri()
+        cluster = open_cluster(Path(directory) / "pgdata")
+        try:
+            yield cluster.url
+        finally:
+            cluster.close()
 
 
 def _with_database(url: str, database: str) -> str:

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
+
+from server.db.embedded import open_cluster
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 START_TIMEOUT_SECONDS = 90.0
@@ -64,17 +65,12 @@ def postgres(external_url: str | None) -> Iterator[Postgres]:
     if external_url:
         yield Postgres(external_url)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
     with tempfile.TemporaryDirectory(prefix="concert-bench-pg-") as directory:
-        pgdata = Path(directory) / "pgdata"
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        cluster = open_cluster(Path(directory) / "pgdata")
         try:
-            yield Postgres(server.get_uri(), pid)
+            yield Postgres(cluster.url, cluster.postmaster_pid())
         finally:
-            server.cleanup()
+            cluster.close()
 
 
 @contextmanager

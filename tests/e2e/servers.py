@@ -66,13 +66,16 @@ class ServerProcess:
 
 def start_server(
     name: str,
-    database_url: str,
+    database_url: str | None,
     log_dir: Path,
     *,
     with_metrics: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    """Start one server process (not waiting for it: see ServerProcess.wait_ready)."""
+    """Start one server process (not waiting for it: see ServerProcess.wait_ready).
+
+    database_url None: the embedded PostgreSQL, in extra_env's CONCERT_DATA_DIR.
+    """
     port = free_port()
     metrics_port = free_port() if with_metrics else None
     env = {
@@ -83,7 +86,6 @@ def start_server(
     env.update(
         {
             "CONCERT_LISTEN": f"127.0.0.1:{port}",
-            "CONCERT_DATABASE_URL": database_url,
             "CONCERT_ADMIN_KEY": TEST_ADMIN_KEY,
             "CONCERT_SEED_DEMO": "false",
             # The cheapest scrypt cost the settings allow: sign-ups stay fast.
@@ -94,6 +96,8 @@ def start_server(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if database_url is not None:
+        env["CONCERT_DATABASE_URL"] = database_url
     if metrics_port is not None:
         env["CONCERT_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
     env.update(extra_env or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -35,8 +35,15 @@ async def assert_invariants(app: App) -> None:
 def concert_request(
     app: App, *, seats: int = 10, price: int = PRICE
 ) -> admin_pb2.CreateConcertRequest:
+    return concert_request_at(app.ctx.clock.now(), seats=seats, price=price)
+
+
+def concert_request_at(
+    now: datetime, *, seats: int = 10, price: int = PRICE
+) -> admin_pb2.CreateConcertRequest:
+    """A concert a week after `now`, one date of `seats` seats at `price`."""
     start = Timestamp()
-    start.FromDatetime(app.ctx.clock.now() + timedelta(days=7))
+    start.FromDatetime(now + timedelta(days=7))
     return admin_pb2.CreateConcertRequest(
         title="Reliability Night",
         venue="Loopback Hall",

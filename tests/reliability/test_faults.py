@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +27,7 @@ from concert.v1 import account_pb2, payment_pb2, queue_pb2, reservation_pb2, wal
 from server.app import App, build_app
 from server.clock import FakeClock
 from server.config import Settings
+from server.db.embedded import EmbeddedCluster, open_cluster
 from server.db.migrate import migrate
 from server.invariants import check_database
 from tests.conftest import empty_tables
@@ -206,22 +208,14 @@ async def test_a_pay_abandoned_at_its_last_statement_rolls_everything_back(
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[object]:
+def own_cluster() -> Iterator[EmbeddedCluster]:
     """A PostgreSQL of this test's own, in a temp dir: never the shared one."""
-    import pgserver
-
     with tempfile.TemporaryDirectory(prefix="concert-fault-pg-") as directory:
-        server = pgserver.get_server(directory, cleanup_mode="stop")
+        cluster = open_cluster(Path(directory) / "pgdata")
         try:
-            yield server
+            yield cluster
         finally:
-            server.cleanup()
-
-
-def _pg_ctl(server: object, *args: str) -> None:
-    import pgserver
-
-    pgserver.pg_ctl(list(args), pgdata=server.pgdata, user=server.system_user)  # type: ignore[attr-defined]
+            cluster.close()
 
 
 async def _health(target: str) -> int | None:
@@ -244,9 +238,9 @@ async def _until(predicate: object, *, attempts: int = 120, pause: float = 0.25)
 
 
 async def test_database_restart_unavailable_meanwhile_then_recovers_with_nothing_lost(
-    own_cluster: object, settings: Settings
+    own_cluster: EmbeddedCluster, settings: Settings
 ) -> None:
-    url: str = own_cluster.get_uri()  # type: ignore[attr-defined]
+    url = own_cluster.url
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     app = await build_app(settings, database_url=url, clock=clock, start_jobs=False)
     await app.start()
@@ -265,7 +259,7 @@ async def test_database_restart_unavailable_meanwhile_then_recovers_with_nothing
             NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
             assert await _health(app.address) == SERVING
 
-            _pg_ctl(own_cluster, "-w", "stop", "-m", "immediate")
+            own_cluster.pg_ctl("-w", "stop", "-m", "immediate")
             # Meanwhile: calls that need the database answer UNAVAILABLE (never
             # hang, never INTERNAL), and health turns NOT_SERVING.
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -285,7 +279,7 @@ async def test_database_restart_unavailable_meanwhile_then_recovers_with_nothing
 
             await _until(not_serving)
 
-            _pg_ctl(own_cluster, "-w", "start", "-o", _pg_options(own_cluster))
+            own_cluster.start()
 
             async def recovered() -> bool:
                 if await _health(app.address) != SERVING:
@@ -312,11 +306,6 @@ async def test_database_restart_unavailable_meanwhile_then_recovers_with_nothing
             await assert_invariants(app)
     finally:
         await app.stop(grace=0.5)
-
-
-def _pg_options(server: object) -> str:
-    # Start it as pgserver did: same socket directory, no TCP listener.
-    return f"-k {server.pgdata} -h ''"  # type: ignore[attr-defined]
 
 
 # -- kill -9 during a mixed workload -----------------------------------------
