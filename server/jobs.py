@@ -105,7 +105,9 @@ class JobRunner:
             log.exception("job %s failed", name)
             raise
         if run.ran:
-            log.info("job %s done in %.3fs: %s", name, run.seconds, run.result)
+            # A run that did nothing (the admission pass, most seconds) is no news.
+            level = logging.INFO if run.result else logging.DEBUG
+            log.log(level, "job %s done in %.3fs: %s", name, run.seconds, run.result)
         for listener in self.listeners:
             listener(run)
         return run

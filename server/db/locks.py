@@ -22,6 +22,11 @@ class LockNamespace(IntEnum):
     DEMO_SEED = 4
     # One fan's queue token: issue/refresh/complete serialise per user (transaction lock).
     QUEUE_USER = 10
+    # The admission window (one key, 0): every IssueToken holds it shared while it
+    # draws and inserts its queue number; the admission pass and SetAdmission take it
+    # exclusive, so they never count around a number drawn but not yet committed
+    # (transaction lock; docs/queue.md, "bounded").
+    ADMISSION = 11
     # One fan's wallet and holds: payments and charges serialise per user (transaction lock).
     WALLET_USER = 20
 

@@ -1,10 +1,11 @@
 """The operator's side of the queue: SetAdmission and GetQueueStats.
 
-Pausing freezes the admission window at the limit it had (completed_count +
-capacity at that moment): fans already admitted stay admitted, nobody new is
-let in while completions pile up, and resuming lets the window jump to
-completed_count + capacity at once. A capacity change during a pause applies
-on resume.
+SetAdmission changes capacity and pause in one transaction with an admission
+pass: the window first gives up its reach (numbers not drawn yet), then, unless
+paused, the pass admits as many waiting fans as the new capacity leaves room
+for. Pausing stops the window where it is: fans already admitted stay
+admitted, nobody new is let in. Lowering the capacity admits nobody new until
+fewer than that many admitted fans remain; nobody is sent back to the line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concert.v1 import admin_pb2
 from server.clock import Clock
 from server.errors import Violations
 from server.queue import store
+from server.queue.admission_pass import admit_waiting
 from server.queue.runtime import QueueRuntime
 
 MAX_CAPACITY = 1_000_000
@@ -31,17 +33,12 @@ async def set_admission(
         violations.add("capacity", f"must be from 0 to {MAX_CAPACITY}")
     violations.raise_if_any()
     async with pool.connection() as conn, conn.transaction():
-        now = clock.now()
+        await store.lock_admission(conn)
         current = await store.lock_queue_state(conn)
         capacity = request.capacity if request.HasField("capacity") else current.capacity
         paused = request.paused if request.HasField("paused") else current.paused
-        if paused and not current.paused:
-            paused_limit: int | None = current.completed_count + current.capacity
-        elif paused:
-            paused_limit = current.paused_limit
-        else:
-            paused_limit = None
-        state = await store.update_admission(conn, capacity, paused, paused_limit, now)
+        state = await store.set_admission(conn, capacity, paused, clock.now())
+        state = await admit_waiting(conn, clock) or state
         await store.notify_change(conn, state)
     runtime.apply(state)
     response = admin_pb2.SetAdmissionResponse(capacity=state.capacity, paused=state.paused)
@@ -51,13 +48,18 @@ async def set_admission(
 
 async def queue_stats(pool: AsyncConnectionPool, clock: Clock) -> admin_pb2.GetQueueStatsResponse:
     async with pool.connection() as conn, conn.transaction():
-        state = await store.read_queue_state(conn)
-        issued, admitted, waiting = await store.queue_counts(conn, state.window_limit, clock.now())
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        counts = await store.queue_counts(conn, clock.now())
     return admin_pb2.GetQueueStatsResponse(
-        issued_count=issued,
-        completed_count=state.completed_count,
-        admitted_count=admitted,
-        waiting_count=waiting,
-        capacity=state.capacity,
-        paused=state.paused,
+        issued_count=counts.issued,
+        completed_count=counts.completed,
+        admitted_count=counts.admitted,
+        waiting_count=counts.waiting,
+        capacity=counts.capacity,
+        paused=counts.paused,
+        completed_by_payment_count=counts.paid,
+        lapsed_admitted_count=counts.lapsed_admitted,
+        lapsed_waiting_count=counts.lapsed_waiting,
+        lost_number_count=counts.lost_numbers,
+        window_end=counts.window_limit,
     )

@@ -1,9 +1,11 @@
-"""The expiry job: tokens whose expiry passed leave the queue and advance the counter.
+"""The expiry job: tokens whose expiry passed leave the queue and are counted.
 
 One transaction marks them expired and adds how many it marked to
-completed_count. The job runner lets one process run it at a time, but the
-SQL alone is safe when runs overlap (see store.expire_stale_tokens): each
-token moves live -> expired once, so it is counted once.
+completed_count (and to lapsed_admitted or lapsed_waiting). Their places were
+already free: the admission pass counts only unexpired tokens. The job runner
+lets one process run it at a time, but the SQL alone is safe when runs overlap
+(see store.expire_stale_tokens): each token moves live -> expired once, so it
+is counted once.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ async def expire_and_count(
     """One run, in one transaction: (tokens expired, the new state if any were)."""
     async with conn.transaction():
         now = clock.now()
-        expired = await store.expire_stale_tokens(conn, now)
-        if expired == 0:
+        lapsed = await store.expire_stale_tokens(conn, now)
+        if lapsed.total == 0:
             return 0, None
-        state = await store.add_completed(conn, expired, now)
+        state = await store.add_completed(
+            conn, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
+        )
         await store.notify_change(conn, state)
-    return expired, state
+    return lapsed.total, state
 
 
 def expiry_job(clock: Clock, runtime: QueueRuntime) -> JobFunction:

@@ -67,7 +67,7 @@ def admit(
         raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
     state = runtime.state
     if not state.is_admitted(claims.queue_number):
-        people_ahead = state.people_ahead(claims.queue_number)
+        people_ahead = runtime.people_ahead(claims.queue_number)
         wait = None if state.paused else runtime.rate.estimated_wait(now, people_ahead)
         retry = DEFAULT_RETRY_SECONDS if wait is None else wait.total_seconds()
         raise FailedPrecondition(

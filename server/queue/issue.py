@@ -62,12 +62,12 @@ async def take_place_in_line(
     instead of five. Everyone else takes the locked path.
     """
     async with pool.connection() as conn:
-        claim = await store.claim_first_token(
+        claimed = await store.claim_first_token(
             conn, uuid.uuid4(), user_id, clock.now(), runtime.token_ttl
         )
-    if claim.token is not None:
-        return presence.present(claim.token)
-    return await _take_place_locked(pool, clock, runtime, presence, user_id, claim.burnt_number)
+    if claimed is not None:
+        return presence.present(claimed)
+    return await _take_place_locked(pool, clock, runtime, presence, user_id)
 
 
 async def _take_place_locked(
@@ -76,23 +76,18 @@ async def _take_place_locked(
     runtime: QueueRuntime,
     presence: QueuePresence,
     user_id: uuid.UUID,
-    burnt_number: int | None,
 ) -> Presented:
     """Issues serialise per user on an advisory lock, so two concurrent calls of
     one user yield one token; a partial unique index backs this up. A held
     token whose expiry passed but that the expiry job has not swept yet is
-    expired here, and counted, before the new one is issued. A number the
-    single-statement path drew and could not use is recorded as a token that
-    ended at once and counted as completed here, like a token that left the line.
+    expired here, and counted (inside the window or waiting), before the new
+    one is issued.
     """
     changed: AdmissionState | None = None
     async with pool.connection() as conn, conn.transaction():
         await store.lock_user_queue(conn, user_id)
         now = clock.now()
-        completed = 0
-        if burnt_number is not None:
-            await store.record_unused_number(conn, user_id, burnt_number, now)
-            completed += 1
+        lapsed = store.Lapsed()
         held = await store.find_live_token(conn, user_id)
         if held is not None and held.expires_at > now:
             admitted = runtime.state.is_admitted(held.queue_number)
@@ -100,10 +95,13 @@ async def _take_place_locked(
             assert token is not None  # live and locked out from other issues of this user
         else:
             if held is not None and await store.end_token(conn, held.token_id, "expired", now):
-                completed += 1
+                inside = runtime.state.is_admitted(held.queue_number)
+                lapsed = store.Lapsed(admitted=int(inside), waiting=int(not inside))
             token = await store.insert_token(conn, uuid.uuid4(), user_id, now, runtime.token_ttl)
-        if completed:
-            changed = await store.add_completed(conn, completed, now)
+        if lapsed.total:
+            changed = await store.add_completed(
+                conn, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
+            )
             await store.notify_change(conn, changed)
     if changed is not None:
         runtime.apply(changed)

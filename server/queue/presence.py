@@ -19,6 +19,7 @@ from concert.v1 import queue_pb2
 from server.clock import Clock
 from server.errors import FailedPrecondition, Unauthenticated
 from server.queue import store
+from server.queue.admission import AdmissionState
 from server.queue.runtime import QueueRuntime
 from server.queue.status import claims_of, queue_status
 from server.queue.store import TokenRow
@@ -72,8 +73,13 @@ class QueuePresence:
 
     def present(self, token: TokenRow) -> Presented:
         runtime = self._runtime
-        status = queue_status(token, runtime.state, runtime.rate, self._clock.now())
+        status = self._status(token, runtime.state)
         return Presented(token, sign_queue_token(self._signer, claims_of(token)), status)
+
+    def _status(self, token: TokenRow, state: AdmissionState) -> queue_pb2.QueueStatus:
+        runtime = self._runtime
+        ahead = runtime.people_ahead(token.queue_number)
+        return queue_status(token, state, runtime.rate, self._clock.now(), ahead)
 
     async def touch(
         self, token_id: uuid.UUID, queue_number: int, *, lazily: bool = False
@@ -111,8 +117,7 @@ class QueuePresence:
                 claims.expire_time,
                 None,
             )
-            runtime = self._runtime
-            status = queue_status(remembered, runtime.state, runtime.rate, self._clock.now())
+            status = self._status(remembered, self._runtime.state)
             return Presented(remembered, str(credential), status)
         row = await self.touch(claims.token_id, claims.queue_number, lazily=True)
         return self.present(self._usable(row, completed_ok=True))
@@ -174,7 +179,7 @@ class QueuePresence:
                     admitted = self._usable(await self.touch(row.token_id, row.queue_number), True)
                     yield self.present(admitted)
                     return
-                position = (state.people_ahead(row.queue_number), state.paused)
+                position = (runtime.people_ahead(row.queue_number), state.paused)
                 if position == seen or loop.time() < next_send:
                     continue
                 seen = position
@@ -184,8 +189,7 @@ class QueuePresence:
                 if expiry != signed_expiry:  # re-sign only when the expiry moved
                     signed = sign_queue_token(self._signer, claims_of(row))
                     signed_expiry = expiry
-                status = queue_status(row, state, runtime.rate, self._clock.now())
-                yield Presented(row, signed, status)
+                yield Presented(row, signed, self._status(row, state))
         finally:
             runtime.unwatch(row.token_id)
 

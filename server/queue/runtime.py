@@ -11,6 +11,10 @@ Sources of state, newest version wins:
 - apply() right after this process commits a change (no wait for the echo);
 - a re-read every SAFETY_REREAD_SECONDS, in case a notification was lost
   (e.g. while the listening connection was being re-established).
+
+It also keeps a copy of the live line (the live waiting tokens' numbers, read
+every LINE_READ_SECONDS on the same dedicated connection), so that
+people_ahead counts live fans only, with no query per call.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import heapq
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 import psycopg
@@ -31,11 +35,13 @@ from server.clock import Clock
 from server.config import Settings
 from server.errors import Unavailable
 from server.queue import store
-from server.queue.admission import AdmissionRate, AdmissionState
+from server.queue.admission import AdmissionRate, AdmissionState, LiveLine
 
 log = logging.getLogger(__name__)
 
 SAFETY_REREAD_SECONDS = 5.0
+# How often each process re-reads the live line (people_ahead's source).
+LINE_READ_SECONDS = 1.0
 # Waiting watch streams wake together at most this often after a change
 # (and a stream's own time, see WatcherWakeups, is checked this often)...
 PULSE_SECONDS = 1.0
@@ -133,6 +139,9 @@ class QueueRuntime:
         self._pool = pool
         self._clock = clock
         self._state: AdmissionState | None = None
+        self._line: LiveLine | None = None
+        # Called when an adopted change may have freed places (the admission trigger).
+        self.on_places_freed: Callable[[], None] | None = None
         self.rate = AdmissionRate()
         self.wakeups = WatcherWakeups()
         # Completed (paid) tokens -> their expiry: refused by the gate until then.
@@ -172,13 +181,32 @@ class QueueRuntime:
         for token_id, expires_at in completed_tokens:
             if expires_at > now:
                 self._completed[token_id] = expires_at
-        if self._state is not None and state.version <= self._state.version:
+        previous = self._state
+        if previous is not None and state.version <= previous.version:
             return False
         self._state = state
-        self.rate.observe(now, state.window_limit)
+        self.rate.observe(now, state.admitted_total)
         self.changes_applied += 1
         self.wakeups.admit(state.window_limit)
+        if self.on_places_freed is not None and _may_free_places(previous, state):
+            self.on_places_freed()
         return True
+
+    def people_ahead(self, queue_number: int) -> int:
+        """Live fans waiting ahead of this number (0 once admitted), from the line
+        read at most LINE_READ_SECONDS ago (see LiveLine)."""
+        line = self._line or LiveLine()
+        return line.people_ahead(queue_number, self.state.window_limit)
+
+    async def read_line(self) -> None:
+        """Re-read the live waiting tokens' numbers now (tests call it to settle)."""
+        async with self._pool.connection() as conn:
+            await self._read_line(conn)
+
+    async def _read_line(self, conn: psycopg.AsyncConnection) -> None:
+        window_limit = self.state.window_limit
+        numbers, read_upto = await store.live_waiting_numbers(conn, window_limit, self._clock.now())
+        self._line = LiveLine(numbers, read_upto)
 
     def is_completed(self, token_id: uuid.UUID) -> bool:
         return token_id in self._completed
@@ -189,6 +217,7 @@ class QueueRuntime:
             state = await store.read_queue_state(conn)
         self.state_reads += 1
         self.apply(state)
+        await self.read_line()
         return self.state
 
     # -- lifecycle -------------------------------------------------------------
@@ -227,13 +256,20 @@ class QueueRuntime:
                     await conn.execute(f"LISTEN {store.CHANNEL}")
                     self._listening.set()
                     await self._reread(conn)  # changes made before LISTEN took effect
+                    loop = asyncio.get_running_loop()
+                    reread_at = loop.time() + SAFETY_REREAD_SECONDS
                     while True:
-                        async for notice in conn.notifies(timeout=SAFETY_REREAD_SECONDS):
+                        async for notice in conn.notifies(timeout=LINE_READ_SECONDS):
                             self.notifications += 1
                             state, tokens = store.decode_change(notice.payload)
                             self.apply(state, tokens)
-                        await self._reread(conn)
-                        self._forget_ended()
+                        # Between waits, on this connection (no pool slot): the
+                        # line every second, the state every few seconds.
+                        if loop.time() >= reread_at:
+                            await self._reread(conn)
+                            self._forget_ended()
+                            reread_at = loop.time() + SAFETY_REREAD_SECONDS
+                        await self._read_line(conn)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -315,3 +351,15 @@ class QueueRuntime:
                 raise
             except Exception:
                 log.warning("could not keep watched queue tokens alive", exc_info=True)
+
+
+def _may_free_places(previous: AdmissionState | None, state: AdmissionState) -> bool:
+    """Fans left (paid or lapsed), capacity rose, or admission resumed. (The
+    first state read is not a change: the job's next pass covers a start.)"""
+    if previous is None:
+        return False
+    return (
+        state.completed_count > previous.completed_count
+        or state.capacity > previous.capacity
+        or (previous.paused and not state.paused)
+    )

@@ -16,8 +16,13 @@ _STATES = {
 
 
 def queue_status(
-    token: TokenRow, admission: AdmissionState, rate: AdmissionRate, now: datetime
+    token: TokenRow,
+    admission: AdmissionState,
+    rate: AdmissionRate,
+    now: datetime,
+    people_ahead: int,
 ) -> queue_pb2.QueueStatus:
+    """people_ahead: the live fans waiting ahead of the token (QueueRuntime.people_ahead)."""
     status = queue_pb2.QueueStatus(
         queue_number=token.queue_number, admission_paused=admission.paused
     )
@@ -29,7 +34,7 @@ def queue_status(
         status.state = queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
         return status
     status.state = queue_pb2.QUEUE_TOKEN_STATE_WAITING
-    status.people_ahead = admission.people_ahead(token.queue_number)
+    status.people_ahead = people_ahead
     if not admission.paused:
         wait = rate.estimated_wait(now, status.people_ahead)
         if wait is not None:

@@ -16,7 +16,13 @@ from server.queue.admission import AdmissionState
 # Every change of queue_state is announced here, with the new row as payload.
 CHANNEL = "queue_state"
 
-_STATE_COLUMNS = "version, completed_count, capacity, paused, paused_limit, updated_at"
+_STATE_COLUMNS = (
+    "version, window_limit, capacity, paused, completed_count, admitted_total, updated_at"
+)
+# The last queue number drawn (0 before the first): numbers above it are not drawn yet.
+LAST_DRAWN = (
+    "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM queue_numbers)"
+)
 
 
 def _state(row: tuple) -> AdmissionState:
@@ -43,11 +49,16 @@ TOKEN_COLUMNS = "id, user_id, queue_number, state, expires_at, admitted_at"
 
 
 async def ensure_queue_state(conn: AsyncConnection, capacity: int, now: datetime) -> None:
-    """Create the state row on first start; capacity seeds it (SetAdmission changes it later)."""
+    """Create the state row on first start; capacity seeds it (SetAdmission changes it later).
+
+    The window starts reaching `capacity` numbers past the last drawn: the
+    first fans are admitted on arrival, before any admission pass has run.
+    """
     await conn.execute(
-        "INSERT INTO queue_state (id, capacity, updated_at) VALUES (true, %s, %s)"
+        "INSERT INTO queue_state (id, capacity, window_limit, updated_at, capacity_changed_at)"
+        f" VALUES (true, %(capacity)s, {LAST_DRAWN} + %(capacity)s, %(now)s, %(now)s)"
         " ON CONFLICT (id) DO NOTHING",
-        (capacity, now),
+        {"capacity": capacity, "now": now},
     )
 
 
@@ -59,12 +70,17 @@ async def read_queue_state(conn: AsyncConnection) -> AdmissionState:
     return _state(row)
 
 
-async def add_completed(conn: AsyncConnection, count: int, now: datetime) -> AdmissionState:
-    """completed_count += count, in the caller's transaction (takes the state row lock)."""
+async def add_completed(
+    conn: AsyncConnection, now: datetime, *, lapsed_admitted: int = 0, lapsed_waiting: int = 0
+) -> AdmissionState:
+    """Count tokens that lapsed (inside the window / still waiting) as completed,
+    in the caller's transaction (takes the state row lock)."""
     cursor = await conn.execute(
-        "UPDATE queue_state SET completed_count = completed_count + %s, version = version + 1,"
-        f" updated_at = %s RETURNING {_STATE_COLUMNS}",
-        (count, now),
+        "UPDATE queue_state SET completed_count = completed_count + %(admitted)s + %(waiting)s,"
+        " lapsed_admitted = lapsed_admitted + %(admitted)s,"
+        " lapsed_waiting = lapsed_waiting + %(waiting)s,"
+        f" version = version + 1, updated_at = %(now)s RETURNING {_STATE_COLUMNS}",
+        {"admitted": lapsed_admitted, "waiting": lapsed_waiting, "now": now},
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -86,8 +102,9 @@ ADD_COMPLETED_CTE = (
 )
 NOTIFY_STATE_CHANGE = (
     f"pg_notify('{CHANNEL}', json_build_object("
-    "'version', state.version, 'completed_count', state.completed_count,"
-    " 'capacity', state.capacity, 'paused', state.paused, 'paused_limit', state.paused_limit,"
+    "'version', state.version, 'window_limit', state.window_limit,"
+    " 'capacity', state.capacity, 'paused', state.paused,"
+    " 'completed_count', state.completed_count, 'admitted_total', state.admitted_total,"
     " 'updated_at', state.updated_at, 'completed_tokens', %(completed_tokens)s::json)::text)"
 )
 
@@ -115,13 +132,94 @@ async def lock_queue_state(conn: AsyncConnection) -> AdmissionState:
     return _state(row)
 
 
-async def update_admission(
-    conn: AsyncConnection, capacity: int, paused: bool, paused_limit: int | None, now: datetime
-) -> AdmissionState:
+async def lock_admission(conn: AsyncConnection) -> None:
+    """Wait until no IssueToken is between drawing its number and committing, and
+    keep new ones out until the transaction ends (see LockNamespace.ADMISSION)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (int(LockNamespace.ADMISSION),))
+
+
+@dataclass(frozen=True)
+class LineHead:
+    """What the admission pass needs to know of the line, under its locks."""
+
+    admitted: int  # live tokens inside the window
+    last_drawn: int  # the last queue number drawn
+    waiting: int  # live waiting tokens among the first `free` above the window
+    last_waiting: int | None  # the highest number among those
+
+
+async def read_line_head(
+    conn: AsyncConnection, window_limit: int, free: int, now: datetime
+) -> LineHead:
+    """Count the live tokens inside the window, and find the first `free` waiting.
+
+    Live means state 'live' and not lapsed: a token past its expiry holds no
+    place, even before the expiry job marks it.
+    """
     cursor = await conn.execute(
-        "UPDATE queue_state SET capacity = %s, paused = %s, paused_limit = %s,"
-        f" version = version + 1, updated_at = %s RETURNING {_STATE_COLUMNS}",
-        (capacity, paused, paused_limit, now),
+        "SELECT (SELECT count(*) FROM queue_tokens WHERE state = 'live'"
+        "          AND expires_at > %(now)s AND queue_number <= %(limit)s),"
+        f"       {LAST_DRAWN}, count(*), max(queue_number)"
+        "  FROM (SELECT queue_number FROM queue_tokens WHERE state = 'live'"
+        "          AND expires_at > %(now)s AND queue_number > %(limit)s"
+        "        ORDER BY queue_number LIMIT greatest(%(free)s, 0)) first_waiting",
+        {"now": now, "limit": window_limit, "free": free},
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return LineHead(int(row[0]), int(row[1]), int(row[2]), row[3])
+
+
+async def move_window(
+    conn: AsyncConnection, old_limit: int, new_limit: int, admitted: int, now: datetime
+) -> AdmissionState:
+    """The pass's write, in one statement: the window's new end, the `admitted`
+    waiting tokens it let in, and the lapsed waiting tokens it passed over,
+    expired and counted here (SKIP LOCKED: one being ended elsewhere is that
+    caller's to count); announced to every process."""
+    cursor = await conn.execute(
+        "WITH passed AS ("
+        "  SELECT id FROM queue_tokens WHERE state = 'live' AND expires_at <= %(now)s"
+        "   AND queue_number > %(old)s AND queue_number <= %(new)s"
+        "  ORDER BY id FOR UPDATE SKIP LOCKED"
+        "), ended AS ("
+        "  UPDATE queue_tokens t SET state = 'expired', ended_at = %(now)s FROM passed"
+        "   WHERE t.id = passed.id AND t.state = 'live' RETURNING t.id"
+        "), state AS ("
+        "  UPDATE queue_state SET window_limit = %(new)s,"
+        "   admitted_total = admitted_total + %(admitted)s,"
+        "   completed_count = completed_count + (SELECT count(*) FROM ended),"
+        "   lapsed_waiting = lapsed_waiting + (SELECT count(*) FROM ended),"
+        "   version = version + 1, updated_at = %(now)s, last_pass_at = %(now)s,"
+        "   window_moved_at = %(now)s"
+        f"  RETURNING {_STATE_COLUMNS}"
+        f") SELECT {_STATE_COLUMNS}, {NOTIFY_STATE_CHANGE} FROM state",
+        {"old": old_limit, "new": new_limit, "admitted": admitted, **completion_params([], now)},
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return _state(row[:7])
+
+
+async def record_pass(conn: AsyncConnection, now: datetime) -> None:
+    """A pass that moved nothing still says it ran (the liveness check reads it)."""
+    await conn.execute("UPDATE queue_state SET last_pass_at = %s", (now,))
+
+
+async def set_admission(
+    conn: AsyncConnection, capacity: int, paused: bool, now: datetime
+) -> AdmissionState:
+    """SetAdmission's write, under lock_admission: the window gives up its reach
+    (numbers not drawn yet), so a pause or a lowered capacity admits nobody new;
+    fans already inside stay inside. The caller then runs the pass (unless paused),
+    which reaches again as far as the new capacity allows."""
+    cursor = await conn.execute(
+        f"UPDATE queue_state SET window_limit = least(window_limit, {LAST_DRAWN}),"
+        " capacity_changed_at = CASE WHEN capacity <> %(capacity)s THEN %(now)s"
+        "  ELSE capacity_changed_at END,"
+        " capacity = %(capacity)s, paused = %(paused)s,"
+        f" version = version + 1, updated_at = %(now)s RETURNING {_STATE_COLUMNS}",
+        {"capacity": capacity, "paused": paused, "now": now},
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -145,10 +243,11 @@ def encode_change(
     return json.dumps(
         {
             "version": state.version,
-            "completed_count": state.completed_count,
+            "window_limit": state.window_limit,
             "capacity": state.capacity,
             "paused": state.paused,
-            "paused_limit": state.paused_limit,
+            "completed_count": state.completed_count,
+            "admitted_total": state.admitted_total,
             "updated_at": state.updated_at.isoformat(),
             "completed_tokens": _token_list(completed_tokens),
         }
@@ -159,10 +258,11 @@ def decode_change(payload: str) -> tuple[AdmissionState, list[tuple[uuid.UUID, d
     data = json.loads(payload)
     state = AdmissionState(
         version=int(data["version"]),
-        completed_count=int(data["completed_count"]),
+        window_limit=int(data["window_limit"]),
         capacity=int(data["capacity"]),
         paused=bool(data["paused"]),
-        paused_limit=None if data["paused_limit"] is None else int(data["paused_limit"]),
+        completed_count=int(data["completed_count"]),
+        admitted_total=int(data["admitted_total"]),
         updated_at=datetime.fromisoformat(data["updated_at"]),
     )
     tokens = [(uuid.UUID(t), datetime.fromisoformat(e)) for t, e in data["completed_tokens"]]
@@ -222,24 +322,21 @@ async def lock_token_then(
 async def insert_token(
     conn: AsyncConnection, token_id: uuid.UUID, user_id: uuid.UUID, now: datetime, ttl: timedelta
 ) -> TokenRow:
-    """A new live token with the next queue number (nextval is atomic and never repeats)."""
+    """A new live token with the next queue number (nextval is atomic and never repeats).
+
+    Holds the admission lock shared until the transaction ends (see
+    LockNamespace.ADMISSION), taken before the number is drawn.
+    """
     cursor = await conn.execute(
-        "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
-        " VALUES (%s, %s, nextval('queue_numbers'), 'live', %s, %s)"
+        "WITH admission AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%s, 0))"
+        " INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
+        " SELECT %s, %s, nextval('queue_numbers'), 'live', %s, %s FROM admission"
         f" RETURNING {TOKEN_COLUMNS}",
-        (token_id, user_id, now, now + ttl),
+        (int(LockNamespace.ADMISSION), token_id, user_id, now, now + ttl),
     )
     row = await cursor.fetchone()
     assert row is not None
     return TokenRow(*row)
-
-
-@dataclass(frozen=True)
-class FirstClaim:
-    """What claim_first_token did: a new token, nothing, or a number used up in a race."""
-
-    token: TokenRow | None  # the new live token, when it was inserted
-    burnt_number: int | None  # a queue number drawn but not used (see claim_first_token)
 
 
 async def claim_first_token(
@@ -248,66 +345,47 @@ async def claim_first_token(
     user_id: uuid.UUID,
     now: datetime,
     ttl: timedelta,
-) -> FirstClaim:
+) -> TokenRow | None:
     """IssueToken's common case in one autocommit statement: a fan with no live token.
 
-    The statement takes the fan's queue lock only if it is free
+    The statement holds the admission lock shared while it draws and inserts
+    (see LockNamespace.ADMISSION), takes the fan's queue lock only if it is free
     (pg_try_advisory_xact_lock: another issue of this fan in flight sends the
     caller to the locked path instead of waiting here) and draws a number only
     when the fan has no live token in its snapshot; the insert is then
     arbitrated by the one-live-token-per-user index. One case slips through:
     another issue of this fan that commits between this statement's snapshot
     and its lock. The index then refuses the insert (DO NOTHING) after the
-    number was drawn; the number is reported as burnt so the caller records
-    it as a token that ended at once (record_unused_number) and counts it as
-    completed: the admission window does not keep a place no one holds.
+    number was drawn: that number is lost, like one a rolled-back issue drew,
+    and takes no place (admission counts live tokens, not numbers).
 
-    Returns FirstClaim(None, None) when the fan already has a live token (or
-    its lock was busy): the caller takes the locked path.
+    Returns None when no token was inserted (a live token, the fan's lock
+    busy, or the insert refused): the caller takes the locked path.
     """
     cursor = await conn.execute(
-        "WITH claim AS MATERIALIZED ("
-        "  SELECT nextval('queue_numbers') AS n"
+        "WITH admission AS MATERIALIZED ("
+        "  SELECT pg_advisory_xact_lock_shared(%(admission)s, 0)"
+        "), claim AS MATERIALIZED ("
+        "  SELECT nextval('queue_numbers') AS n FROM admission"
         "   WHERE NOT EXISTS (SELECT FROM queue_tokens WHERE user_id = %(user)s AND state = 'live')"
         "     AND pg_try_advisory_xact_lock(%(namespace)s, %(key)s)"
-        "), inserted AS ("
-        "  INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
-        "  SELECT %(id)s, %(user)s, claim.n, 'live', %(now)s, %(expires)s FROM claim"
-        "  ON CONFLICT (user_id) WHERE state = 'live' DO NOTHING"
-        f"  RETURNING {TOKEN_COLUMNS}"
-        ") SELECT claim.n, inserted.* FROM claim LEFT JOIN inserted ON true",
+        ")"
+        " INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
+        " SELECT %(id)s, %(user)s, claim.n, 'live', %(now)s, %(expires)s FROM claim"
+        " ON CONFLICT (user_id) WHERE state = 'live' DO NOTHING"
+        f" RETURNING {TOKEN_COLUMNS}",
         {
             "id": token_id,
             "user": user_id,
             "now": now,
             "expires": now + ttl,
+            "admission": int(LockNamespace.ADMISSION),
             "namespace": int(LockNamespace.QUEUE_USER),
             "key": lock_id(str(user_id)),
         },
     )
     row = await cursor.fetchone()
-    if row is None:
-        return FirstClaim(None, None)
-    if row[1] is None:
-        return FirstClaim(None, int(row[0]))
-    return FirstClaim(TokenRow(*row[1:]), None)
-
-
-async def record_unused_number(
-    conn: AsyncConnection, user_id: uuid.UUID, queue_number: int, now: datetime
-) -> None:
-    """A number claim_first_token drew and could not use, kept as a token that ended at once.
-
-    The caller counts it in completed_count in the same transaction, so the
-    window moves past it, and the row is what makes that count add up: every
-    number counted as completed is an ended row (the token-counted-once
-    invariant). The token was never signed, so no client ever holds it.
-    """
-    await conn.execute(
-        "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at,"
-        " ended_at) VALUES (%s, %s, %s, 'expired', %s, %s, %s)",
-        (uuid.uuid4(), user_id, queue_number, now, now, now),
-    )
+    return TokenRow(*row) if row else None
 
 
 async def touch_token(
@@ -380,12 +458,27 @@ async def end_token(
     return None if row is None else row[0]
 
 
-async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> int:
+@dataclass(frozen=True)
+class Lapsed:
+    """Tokens a call expired: inside the window (admitted) or still waiting."""
+
+    admitted: int = 0
+    waiting: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.admitted + self.waiting
+
+
+async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> Lapsed:
     """Mark every live token whose expiry has passed as expired; how many this call moved.
 
     Rows are locked in id order (no deadlock between overlapping runs), and the
     update re-checks state = 'live' after the lock: a row another run or a
-    payment already ended is skipped, so no token is counted twice.
+    payment already ended is skipped, so no token is counted twice. A token
+    inside the window lapsed while admitted; the admission pass expires the
+    lapsed waiting tokens it passes over itself, so one still above the window
+    here lapsed while waiting.
     """
     cursor = await conn.execute(
         "WITH stale AS ("
@@ -393,25 +486,67 @@ async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> int:
         "  ORDER BY id FOR UPDATE"
         "), expired AS ("
         "  UPDATE queue_tokens t SET state = 'expired', ended_at = %(now)s FROM stale"
-        "  WHERE t.id = stale.id AND t.state = 'live' RETURNING t.id"
-        ") SELECT count(*) FROM expired",
+        "  WHERE t.id = stale.id AND t.state = 'live' RETURNING t.queue_number"
+        ") SELECT count(*) FILTER (WHERE queue_number <= q.window_limit),"
+        "         count(*) FILTER (WHERE queue_number > q.window_limit)"
+        "    FROM expired, queue_state q",
         {"now": now},
     )
     row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return Lapsed(int(row[0]), int(row[1])) if row else Lapsed()
 
 
-async def queue_counts(
+async def live_waiting_numbers(
     conn: AsyncConnection, window_limit: int, now: datetime
-) -> tuple[int, int, int]:
-    """(issued, admitted now, waiting): live tokens inside and outside the window."""
+) -> tuple[list[int], int]:
+    """The live waiting tokens' numbers, ascending (each process's copy of the line),
+    and the last number drawn before they were read."""
     cursor = await conn.execute(
-        "SELECT (SELECT coalesce(max(queue_number), 0) FROM queue_tokens),"
-        " count(*) FILTER (WHERE queue_number <= %(limit)s),"
-        " count(*) FILTER (WHERE queue_number > %(limit)s)"
-        " FROM queue_tokens WHERE state = 'live' AND expires_at > %(now)s",
-        {"limit": window_limit, "now": now},
+        f"SELECT {LAST_DRAWN}, coalesce(array_agg(queue_number ORDER BY queue_number), '{{}}')"
+        "  FROM queue_tokens WHERE state = 'live' AND expires_at > %s AND queue_number > %s",
+        (now, window_limit),
     )
     row = await cursor.fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    return list(row[1]), int(row[0])
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """GetQueueStats, on one snapshot."""
+
+    window_limit: int
+    capacity: int
+    paused: bool
+    completed: int
+    lapsed_admitted: int
+    lapsed_waiting: int
+    issued: int
+    paid: int
+    admitted: int
+    waiting: int
+    lost_numbers: int
+
+
+async def queue_counts(conn: AsyncConnection, now: datetime) -> QueueCounts:
+    """The queue's counters; the caller's transaction gives them one snapshot.
+
+    Scans every token (an operator's call, not a fan's). Lost numbers are the
+    numbers drawn that are not a token's.
+    """
+    cursor = await conn.execute(
+        "SELECT q.window_limit, q.capacity, q.paused, q.completed_count,"
+        "       q.lapsed_admitted, q.lapsed_waiting, t.issued, t.paid, t.admitted, t.waiting,"
+        f"      {LAST_DRAWN} - t.issued"
+        "  FROM queue_state q, LATERAL ("
+        "    SELECT count(*) AS issued, count(*) FILTER (WHERE state = 'completed') AS paid,"
+        "           count(*) FILTER (WHERE live AND queue_number <= q.window_limit) AS admitted,"
+        "           count(*) FILTER (WHERE live AND queue_number > q.window_limit) AS waiting"
+        "      FROM (SELECT state, queue_number, state = 'live' AND expires_at > %(now)s AS live"
+        "              FROM queue_tokens) tokens"
+        "  ) t",
+        {"now": now},
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return QueueCounts(*(row[:3]), *(int(v) for v in row[3:]))

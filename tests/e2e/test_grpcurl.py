@@ -173,6 +173,11 @@ def test_admin_methods_and_their_key(grpcurl: Grpcurl, concert: dict[str, Any]) 
         "waiting_count",
         "capacity",
         "paused",
+        "completed_by_payment_count",
+        "lapsed_admitted_count",
+        "lapsed_waiting_count",
+        "lost_number_count",
+        "window_end",
     }
     assert stats["capacity"] == 100 and stats["paused"] is False
 

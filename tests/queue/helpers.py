@@ -73,6 +73,22 @@ async def settle(app: App, completed_count: int) -> None:
     raise AssertionError(f"completed_count {completed_count} never arrived by NOTIFY")
 
 
+async def admit_waiting(app: App) -> None:
+    """Run the admission pass now, as the trigger or the next second's job would,
+    and re-read the live line (people_ahead's source), as the next second would."""
+    import asyncio
+
+    from server.queue.admission_pass import JOB_NAME
+
+    for _ in range(200):
+        if (await app.ctx.jobs.run_now(JOB_NAME)).ran:
+            break
+        await asyncio.sleep(0.01)  # the trigger's pass holds the job's lock
+    else:
+        raise AssertionError("the admission pass never got its lock")
+    await app.ctx.queue.refresh()
+
+
 async def complete(app: App, token: str) -> bool:
     """Complete a token as a payment would, in its own transaction."""
     from server.queue.completion import complete_token

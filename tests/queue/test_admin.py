@@ -9,7 +9,7 @@ from concert.v1 import admin_pb2, concert_pb2, queue_pb2
 from server.app import App
 from server.clock import FakeClock
 from server.queue.expiry import JOB_NAME
-from tests.queue.helpers import complete, fetch_one, issue_all
+from tests.queue.helpers import admit_waiting, complete, fetch_one, issue_all
 from tests.support import ADMIN, Stubs, bearer, error_details
 
 
@@ -77,16 +77,27 @@ async def test_queue_stats_count_every_kind_of_token(
 ) -> None:
     fans = await issue_all(app, stubs, 6)
     assert (await stats(stubs)) == admin_pb2.GetQueueStatsResponse(
-        issued_count=6, completed_count=0, admitted_count=2, waiting_count=4, capacity=2
+        issued_count=6, admitted_count=2, waiting_count=4, capacity=2, window_end=2
     )
-    await complete(app, fans[0][1])
+    await complete(app, fans[0][1])  # fan 1 pays; the pass lets fan 3 in
+    await admit_waiting(app)
     clock.advance(app.ctx.settings.token_ttl_seconds - 1)
     await stubs.queue.RefreshToken(
         queue_pb2.RefreshTokenRequest(),
         metadata=bearer(fans[5][1]),
     )
     clock.advance(1)
-    await app.ctx.jobs.run_now(JOB_NAME)  # fans 2..5 lapse
+    # Fans 2 and 3 lapse inside the window, 4 and 5 while waiting; fan 6 is in line.
+    await app.ctx.jobs.run_now(JOB_NAME)
+    await admit_waiting(app)  # fan 6 in, and one place left for whoever comes next
     assert (await stats(stubs)) == admin_pb2.GetQueueStatsResponse(
-        issued_count=6, completed_count=5, admitted_count=1, waiting_count=0, capacity=2
+        issued_count=6,
+        completed_count=5,
+        admitted_count=1,
+        waiting_count=0,
+        capacity=2,
+        completed_by_payment_count=1,
+        lapsed_admitted_count=2,
+        lapsed_waiting_count=2,
+        window_end=7,
     )

@@ -11,7 +11,7 @@ from server.clock import FakeClock
 from server.fan import fan_context
 from server.interceptors import CallPipeline
 from server.queue.gate import QueueGateLayer, admit
-from tests.queue.helpers import complete, issue_all, settle
+from tests.queue.helpers import admit_waiting, complete, issue_all, settle
 from tests.support import Stubs, bearer, error_details
 
 
@@ -27,6 +27,7 @@ async def test_waiting_fans_are_refused_until_the_counter_reaches_them(
     app: App, stubs: Stubs, clock: FakeClock
 ) -> None:
     fans = await issue_all(app, stubs, 4)  # capacity 2: numbers 1, 2 admitted
+    await admit_waiting(app)  # and the line read (people_ahead)
     assert await list_concerts(stubs, bearer(fans[0][1])) is None
     assert await list_concerts(stubs, bearer(fans[1][1])) is None
 
@@ -35,16 +36,18 @@ async def test_waiting_fans_are_refused_until_the_counter_reaches_them(
     details = error_details(refused)
     assert details.code == grpc.StatusCode.FAILED_PRECONDITION
     assert details.reason == "QUEUE_NOT_ADMITTED"
-    assert dict(details.info.metadata) == {"queue_number": "4", "people_ahead": "2"}
+    # Fan 3 is the one live fan waiting ahead.
+    assert dict(details.info.metadata) == {"queue_number": "4", "people_ahead": "1"}
     assert details.retry is not None and details.retry.retry_delay.seconds >= 1
 
-    # One payment completes fan 1: fan 3 is in, fan 4 has one ahead.
+    # One payment completes fan 1: fan 3 is in, fan 4 is next.
     assert await complete(app, fans[0][1])
     await settle(app, 1)
+    await admit_waiting(app)
     assert await list_concerts(stubs, bearer(fans[2][1])) is None
     refused = await list_concerts(stubs, bearer(fans[3][1]))
     assert refused is not None
-    assert error_details(refused).info.metadata["people_ahead"] == "1"
+    assert error_details(refused).info.metadata["people_ahead"] == "0"
 
     # The completed token is refused at once, not when it expires.
     used = await list_concerts(stubs, bearer(fans[0][1]))
@@ -63,6 +66,7 @@ async def test_waiting_fans_are_refused_until_the_counter_reaches_them(
     clock.advance(1)
     run = await app.ctx.jobs.run_now("queue.expire_stale_tokens")
     assert run.result == 2
+    await admit_waiting(app)
     assert await list_concerts(stubs, bearer(fresh.token)) is None
 
 

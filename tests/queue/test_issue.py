@@ -10,7 +10,7 @@ import grpc
 import psycopg
 import pytest
 
-from concert.v1 import queue_pb2
+from concert.v1 import admin_pb2, queue_pb2
 from server.accounts.sessions import issue_session
 from server.app import App
 from server.clock import FakeClock
@@ -18,8 +18,8 @@ from server.db.locks import LockNamespace, lock_id
 from server.invariants import check_database
 from server.queue import store
 from server.queue.tokens import read_queue_token
-from tests.queue.helpers import PASSWORD, fetch_one, insert_users
-from tests.support import Stubs, error_details
+from tests.queue.helpers import PASSWORD, admit_waiting, fetch_one, insert_users
+from tests.support import ADMIN, Stubs, bearer, error_details
 
 
 def by_session(token: str) -> queue_pb2.IssueTokenRequest:
@@ -78,8 +78,8 @@ async def test_issue_replies_with_number_people_ahead_and_expiry(
     assert states == [
         (1, 0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
         (2, 0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
-        (3, 1, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
-        (4, 2, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (3, 0, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (4, 1, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
     ]
     expire = replies[0].status.expire_time.ToDatetime().replace(tzinfo=clock.now().tzinfo)
     assert (expire - clock.now()).total_seconds() == app.ctx.settings.token_ttl_seconds
@@ -152,15 +152,15 @@ async def test_after_expiry_a_fan_gets_a_new_place_and_the_old_one_counts_once(
     assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
 
 
-async def test_a_number_drawn_in_a_lost_race_is_counted_and_the_window_stays_full(
+async def test_a_number_drawn_in_a_lost_race_is_lost_and_takes_no_place(
     app: App, stubs: Stubs, database_url: str, clock: FakeClock
 ) -> None:
     """The one case the single-statement issue cannot avoid drawing a number for
     nothing: another issue of the same fan commits after the statement's
     snapshot. Planted here with a second connection that inserts the fan's
     token (uncommitted, so the statement draws a number and then waits on the
-    one-live-token index) and commits. The drawn number must count as completed:
-    otherwise the admission window keeps a place that no fan holds."""
+    one-live-token index) and commits. The drawn number is lost, like one a
+    rolled-back issue drew: nobody holds it, and it must take no place."""
     [(user_id, _, session), (_, _, later_session)] = await insert_users(app, 2)
     async with await psycopg.AsyncConnection.connect(database_url) as other:
         await other.execute(
@@ -173,25 +173,24 @@ async def test_a_number_drawn_in_a_lost_race_is_counted_and_the_window_stays_ful
         await other.commit()
         reply = await issuing
     # The fan gets the token the other issue committed (number 1); number 2 was
-    # drawn for nothing and is counted as completed, once.
+    # drawn for nothing.
     assert reply.status.queue_number == 1
-    assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
     assert await fetch_one(
         app, "SELECT count(*) FROM queue_tokens WHERE user_id = %s AND state = 'live'", user_id
     ) == (1,)
-    # Number 2 is on record as a token that ended at once, so the count adds up.
-    assert await fetch_one(
-        app, "SELECT user_id, state FROM queue_tokens WHERE queue_number = 2"
-    ) == (user_id, "expired")
+    stats = await stubs.admin.GetQueueStats(admin_pb2.GetQueueStatsRequest(), metadata=ADMIN)
+    assert (stats.issued_count, stats.lost_number_count, stats.completed_count) == (1, 1, 0)
     report = await check_database(database_url, clock.now(), expiry_grace=timedelta(seconds=60))
     assert report.ok, str(report)
-    # Capacity 2: fans 1 and 3 are both admitted (without the count, 3 would wait
-    # behind a number that no one holds).
+    # Capacity 2, the window reaching numbers 1 and 2: number 3 waits only until
+    # the next pass, which counts one live fan inside and lets 3 in.
     later = await stubs.queue.IssueToken(by_session(later_session))
-    assert (later.status.queue_number, later.status.state) == (
-        3,
-        queue_pb2.QUEUE_TOKEN_STATE_ADMITTED,
+    assert later.status.queue_number == 3
+    await admit_waiting(app)
+    status = await stubs.queue.GetQueueStatus(
+        queue_pb2.GetQueueStatusRequest(), metadata=bearer(later.token)
     )
+    assert status.status.state == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
 
 
 async def wait_for_lock_wait(conn: psycopg.AsyncConnection) -> None:
@@ -219,16 +218,16 @@ async def test_the_single_statement_issue_inserts_only_for_a_fan_without_a_live_
     ttl = app.ctx.queue.token_ttl
     async with app.ctx.pool.connection() as conn:
         first = await store.claim_first_token(conn, uuid.uuid4(), user_id, clock.now(), ttl)
-        assert first.token is not None and first.burnt_number is None
-        assert (first.token.user_id, first.token.queue_number) == (user_id, 1)
+        assert first is not None
+        assert (first.user_id, first.queue_number) == (user_id, 1)
         again = await store.claim_first_token(conn, uuid.uuid4(), user_id, clock.now(), ttl)
-        assert again == store.FirstClaim(None, None)
+        assert again is None
         async with await psycopg.AsyncConnection.connect(database_url) as other:
             await other.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)",
                 (int(LockNamespace.QUEUE_USER), lock_id(str(busy_user))),
             )
             busy = await store.claim_first_token(conn, uuid.uuid4(), busy_user, clock.now(), ttl)
-            assert busy == store.FirstClaim(None, None)
+            assert busy is None
     # No number was drawn by the two refusals: the next one is 2.
     assert await fetch_one(app, "SELECT nextval('queue_numbers')") == (2,)

@@ -23,7 +23,8 @@ async def test_the_sql_payload_decodes_like_the_python_one(app: App, database_ur
         async with app.ctx.pool.connection() as conn:
             cursor = await conn.execute(
                 f"WITH {store.ADD_COMPLETED_CTE} SELECT {store.NOTIFY_STATE_CHANGE},"
-                " version, completed_count, capacity, paused, paused_limit, updated_at FROM state",
+                " version, window_limit, capacity, paused, completed_count, admitted_total,"
+                " updated_at FROM state",
                 store.completion_params(completed, now),
             )
             row = await cursor.fetchone()

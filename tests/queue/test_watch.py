@@ -25,24 +25,26 @@ async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: Stubs) -> None:
-    fans = await issue_all(app, stubs, 5)  # capacity 2: fan 5 has 3 ahead
+    fans = await issue_all(app, stubs, 5)  # capacity 2: fans 3 and 4 wait ahead of fan 5
     stream = stubs.queue.WatchQueueStatus(
         queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[4][1])
     )
     first = await stream.read()
     assert (first.status.people_ahead, first.status.state) == (
-        3,
+        2,
         queue_pb2.QUEUE_TOKEN_STATE_WAITING,
     )
     await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
     seen = []
     for i in range(3):
-        await complete(app, fans[i][1])  # applied in every process by NOTIFY
+        # Heard by NOTIFY in every process; the admission pass it triggers lets
+        # the next fan in, and that change reaches the stream the same way.
+        await complete(app, fans[i][1])
         message = await stream.read()
         seen.append((message.status.people_ahead, message.status.state))
     assert seen == [
-        (2, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
         (1, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
+        (0, queue_pb2.QUEUE_TOKEN_STATE_WAITING),
         (0, queue_pb2.QUEUE_TOKEN_STATE_ADMITTED),
     ]
     assert await stream.read() == grpc.aio.EOF
@@ -57,11 +59,15 @@ async def test_pause_is_a_change_and_an_expired_watch_ends_with_token_expired(
     stream = stubs.queue.WatchQueueStatus(
         queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[2][1])
     )
-    assert (await stream.read()).status.people_ahead == 1
+    first = await stream.read()
+    assert (first.status.state, first.status.people_ahead) == (
+        queue_pb2.QUEUE_TOKEN_STATE_WAITING,
+        0,
+    )
     await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
     await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=True), metadata=ADMIN)
     paused = await stream.read()
-    assert paused.status.admission_paused and paused.status.people_ahead == 1
+    assert paused.status.admission_paused and paused.status.people_ahead == 0
     # Nobody keeps the stream's token alive (the presence task runs every ttl/3 of
     # real time): past its expiry, the next change ends the stream.
     clock.advance(app.ctx.settings.token_ttl_seconds)
@@ -102,7 +108,7 @@ async def test_many_watchers_cost_no_database_work_per_watcher(
         for _, t in fans
     ]
     firsts = await asyncio.gather(*(s.read() for s in streams))
-    assert [m.status.people_ahead for m in firsts] == list(range(1, watchers + 1))
+    assert [m.status.people_ahead for m in firsts] == list(range(watchers))
     await until(lambda: app.ctx.queue.watcher_count == watchers, "all watches registered")
 
     runtime = app.ctx.queue
@@ -114,12 +120,14 @@ async def test_many_watchers_cost_no_database_work_per_watcher(
             admin_pb2.SetAdmissionRequest(capacity=capacity), metadata=ADMIN
         )
         messages = await asyncio.gather(*(s.read() for s in streams[capacity - 1 :]))
-        assert [m.status.people_ahead for m in messages] == list(range(0, watchers - capacity + 1))
+        # The fan let in (0 ahead, admitted), then every other fan one place closer.
+        assert [m.status.people_ahead for m in messages] == [0, *range(watchers - capacity)]
     assert runtime.changes_applied - applied_before == changes
-    # Database work for the whole fan-out: one SetAdmission per change, plus the
-    # one admission record of each fan admitted; none per waiting watcher.
+    # Database work for the whole fan-out: one SetAdmission per change, the
+    # admission pass its raised capacity triggers (finding nothing left to do),
+    # and the one admission record of each fan admitted; none per waiting watcher.
     requests = app.ctx.pool.get_stats().get("requests_num", 0) - requests_before
-    assert requests <= 2 * changes, requests
+    assert requests <= 3 * changes, requests
     for stream in streams:
         stream.cancel()
 
@@ -137,10 +145,10 @@ async def test_another_process_learns_every_change_by_notify(
             stream = remote.queue.WatchQueueStatus(
                 queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[3][1])
             )
-            assert (await stream.read()).status.people_ahead == 2
-            await until(lambda: other.ctx.queue.watcher_count == 1, "remote watch registered")
-            await complete(app, fans[0][1])
             assert (await stream.read()).status.people_ahead == 1
+            await until(lambda: other.ctx.queue.watcher_count == 1, "remote watch registered")
+            await complete(app, fans[0][1])  # the pass it triggers lets fan 3 in
+            assert (await stream.read()).status.people_ahead == 0
             await stubs.admin.SetAdmission(
                 admin_pb2.SetAdmissionRequest(capacity=3), metadata=ADMIN
             )

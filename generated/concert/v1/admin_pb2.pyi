@@ -69,17 +69,27 @@ class GetQueueStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetQueueStatsResponse(_message.Message):
-    __slots__ = ("issued_count", "completed_count", "admitted_count", "waiting_count", "capacity", "paused")
+    __slots__ = ("issued_count", "completed_count", "admitted_count", "waiting_count", "capacity", "paused", "completed_by_payment_count", "lapsed_admitted_count", "lapsed_waiting_count", "lost_number_count", "window_end")
     ISSUED_COUNT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     WAITING_COUNT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_BY_PAYMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_ADMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_WAITING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOST_NUMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     issued_count: int
     completed_count: int
     admitted_count: int
     waiting_count: int
     capacity: int
     paused: bool
-    def __init__(self, issued_count: _Optional[int] = ..., completed_count: _Optional[int] = ..., admitted_count: _Optional[int] = ..., waiting_count: _Optional[int] = ..., capacity: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
+    completed_by_payment_count: int
+    lapsed_admitted_count: int
+    lapsed_waiting_count: int
+    lost_number_count: int
+    window_end: int
+    def __init__(self, issued_count: _Optional[int] = ..., completed_count: _Optional[int] = ..., admitted_count: _Optional[int] = ..., waiting_count: _Optional[int] = ..., capacity: _Optional[int] = ..., paused: _Optional[bool] = ..., completed_by_payment_count: _Optional[int] = ..., lapsed_admitted_count: _Optional[int] = ..., lapsed_waiting_count: _Optional[int] = ..., lost_number_count: _Optional[int] = ..., window_end: _Optional[int] = ...) -> None: ...

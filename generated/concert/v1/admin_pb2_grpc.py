@@ -80,7 +80,11 @@ class AdminServiceServicer:
 
     def SetAdmission(self, request, context):
         """SetAdmission changes the admission window's capacity, and pauses or
-        resumes admission. Fields left unset keep their value.
+        resumes admission. Fields left unset keep their value. Applies within a
+        second in every server process: a raised capacity (or a resume) admits
+        the next waiting fans at once; a lowered one (or a pause) admits nobody
+        new until fewer than capacity admitted fans remain. Admitted fans stay
+        admitted either way.
 
         Errors:
         - INVALID_ARGUMENT: capacity below 0 or above 1,000,000.
