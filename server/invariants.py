@@ -79,6 +79,14 @@ class Report:
         return "\n".join(self.lines())
 
 
+# A queue token that holds a place: not ended, not lapsed.
+_LIVE_TOKEN = "t.state = 'live' AND t.expires_at > %(now)s"
+# The last queue number drawn (the sequence is read outside the snapshot: later
+# draws only shrink the reach, so the bound is checked conservatively).
+_LAST_DRAWN = (
+    "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM queue_numbers)"
+)
+
 # A reservation that still claims its seat: paid, or held and not yet run out.
 _LIVE_CLAIM = "(r.state = 'paid' OR (r.state = 'held' AND r.expires_at > %(now)s))"
 
@@ -220,6 +228,49 @@ INVARIANTS: tuple[Invariant, ...] = (
                format('completed_count %%s, ended tokens %%s', completed, ended)
           FROM (SELECT count(*) AS ended FROM queue_tokens WHERE state <> 'live') t
           LEFT JOIN (SELECT completed_count AS completed FROM queue_state) q ON true
+        """,
+    ),
+    Invariant(
+        "queue-lapses-counted",
+        "every expired token is counted once as lapsed, inside the window or waiting",
+        """
+        SELECT expired, (lapsed <> expired)::int,
+               format('lapsed_admitted + lapsed_waiting %%s, expired tokens %%s', lapsed, expired)
+          FROM (SELECT count(*) AS expired FROM queue_tokens WHERE state = 'expired') t,
+               (SELECT lapsed_admitted + lapsed_waiting AS lapsed FROM queue_state) q
+        """,
+    ),
+    Invariant(
+        "queue-bounded",
+        "live admitted tokens plus the window's reach past the last number drawn are at most"
+        " capacity (a lowered capacity is exempt until the window moves again)",
+        f"""
+        SELECT 1, (admitted + reach > capacity AND moved_since)::int,
+               format('admitted %%s + reach %%s > capacity %%s', admitted, reach, capacity)
+          FROM (SELECT q.capacity,
+                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
+                           AND t.queue_number <= q.window_limit) AS admitted,
+                       greatest(0, q.window_limit - {_LAST_DRAWN}) AS reach,
+                       coalesce(q.window_moved_at >= q.capacity_changed_at, false) AS moved_since
+                  FROM queue_state q) s
+        """,
+    ),
+    Invariant(
+        "queue-live",
+        "while places are free and fans wait, the admission pass runs (within 2 s) and lets"
+        " them in",
+        f"""
+        SELECT 1, (NOT paused AND admitted + reach < capacity AND waiting > 0
+                   AND coalesce(last_pass_at < %(now)s - interval '2 seconds', true))::int,
+               format('%%s free places, %%s waiting, last pass %%s',
+                      capacity - admitted - reach, waiting, last_pass_at)
+          FROM (SELECT q.capacity, q.paused, q.last_pass_at,
+                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
+                           AND t.queue_number <= q.window_limit) AS admitted,
+                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
+                           AND t.queue_number > q.window_limit) AS waiting,
+                       greatest(0, q.window_limit - {_LAST_DRAWN}) AS reach
+                  FROM queue_state q) s
         """,
     ),
     Invariant(

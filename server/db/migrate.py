@@ -51,9 +51,12 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: AsyncConnection) -> list[int]:
-    """Apply pending migrations on an autocommit connection; return the versions applied."""
-    migrations = load_migrations()
+async def migrate(conn: AsyncConnection, *, up_to: int | None = None) -> list[int]:
+    """Apply pending migrations on an autocommit connection; return the versions applied.
+
+    up_to: stop after that version (tests build a database of an older schema).
+    """
+    migrations = [m for m in load_migrations() if up_to is None or m.version <= up_to]
     await conn.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATIONS_LOCK)
     try:
         await conn.execute(

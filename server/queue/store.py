@@ -55,8 +55,9 @@ async def ensure_queue_state(conn: AsyncConnection, capacity: int, now: datetime
     first fans are admitted on arrival, before any admission pass has run.
     """
     await conn.execute(
-        "INSERT INTO queue_state (id, capacity, window_limit, updated_at, capacity_changed_at)"
-        f" VALUES (true, %(capacity)s, {LAST_DRAWN} + %(capacity)s, %(now)s, %(now)s)"
+        "INSERT INTO queue_state (id, capacity, window_limit, updated_at, capacity_changed_at,"
+        " window_moved_at)"
+        f" VALUES (true, %(capacity)s, {LAST_DRAWN} + %(capacity)s, %(now)s, %(now)s, %(now)s)"
         " ON CONFLICT (id) DO NOTHING",
         {"capacity": capacity, "now": now},
     )

@@ -27,6 +27,7 @@ import pytest
 
 from concert.v1 import payment_pb2, reservation_pb2, wallet_pb2
 from server.db.embedded import open_cluster
+from tests.clusters import kill_postgres
 from tests.e2e.servers import REPOSITORY, ServerProcess, start_server
 from tests.fans import admitted_fan
 from tests.reliability.helpers import PRICE, concert_request_at
@@ -74,16 +75,6 @@ async def _pay(server: ServerProcess) -> str:
     return reservation_id
 
 
-def _kill_postgres(pgdata: Path) -> int:
-    """SIGKILL the postmaster and every backend (each runs in a session of its own)."""
-    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
-    backends = postmaster.children()
-    for process in [postmaster, *backends]:
-        process.kill()
-    psutil.wait_procs([postmaster, *backends], timeout=10)
-    return postmaster.pid
-
-
 def _hand_pid_file_to(pgdata: Path, pid: int) -> None:
     pid_file = pgdata / "postmaster.pid"
     lines = pid_file.read_text().splitlines()
@@ -97,7 +88,7 @@ def test_sigkilled_cluster_recovers_on_the_next_start_with_the_payment_intact(
     first = _serve(data_dir, tmp_path, "first")
     try:
         reservation_id = asyncio.run(_pay(first))
-        _kill_postgres(pgdata)
+        kill_postgres(pgdata)
         assert (pgdata / "postmaster.pid").exists(), "the kill must leave the pid file behind"
     finally:
         # SIGTERM with its database gone: still a clean exit.

@@ -11,11 +11,9 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,11 +21,12 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import tests.clusters
 from concert.v1 import account_pb2, payment_pb2, queue_pb2, reservation_pb2, wallet_pb2
 from server.app import App, build_app
 from server.clock import FakeClock
 from server.config import Settings
-from server.db.embedded import EmbeddedCluster, open_cluster
+from server.db.embedded import EmbeddedCluster
 from server.db.migrate import migrate
 from server.invariants import check_database
 from tests.conftest import empty_tables
@@ -209,13 +208,8 @@ async def test_a_pay_abandoned_at_its_last_statement_rolls_everything_back(
 
 @pytest.fixture
 def own_cluster() -> Iterator[EmbeddedCluster]:
-    """A PostgreSQL of this test's own, in a temp dir: never the shared one."""
-    with tempfile.TemporaryDirectory(prefix="concert-fault-pg-") as directory:
-        cluster = open_cluster(Path(directory) / "pgdata")
-        try:
-            yield cluster
-        finally:
-            cluster.close()
+    with tests.clusters.own_cluster() as cluster:
+        yield cluster
 
 
 async def _health(target: str) -> int | None:

@@ -95,6 +95,31 @@ async def _token_counted_twice(app: App, stubs: Stubs, world: World) -> None:
     await _sql(app, "UPDATE queue_state SET completed_count = completed_count + 1")
 
 
+async def _lapse_not_counted(app: App, stubs: Stubs, world: World) -> None:
+    await _sql(app, "UPDATE queue_state SET lapsed_waiting = lapsed_waiting + 1")
+
+
+async def _window_reaches_too_far(app: App, stubs: Stubs, world: World) -> None:
+    # The old arithmetic's overflow: the window moved past every free place.
+    await _sql(
+        app,
+        "UPDATE queue_state SET window_limit = window_limit + capacity + 5, window_moved_at = %s",
+        app.ctx.clock.now(),
+    )
+
+
+async def _admission_pass_stalls(app: App, stubs: Stubs, world: World) -> None:
+    # A fan waits behind a window that stopped moving, with places free.
+    fan = await new_fan(stubs)
+    await stubs.queue.IssueToken(queue_pb2.IssueTokenRequest(session_token=fan.session_token))
+    await _sql(
+        app,
+        "UPDATE queue_state SET window_limit = (SELECT max(queue_number) - 1 FROM queue_tokens),"
+        " last_pass_at = %s",
+        app.ctx.clock.now() - timedelta(seconds=10),
+    )
+
+
 async def _hold_expiry_job_stalls(app: App, stubs: Stubs, world: World) -> None:
     settings = app.ctx.settings
     app.ctx.clock.advance(settings.hold_ttl_seconds + settings.expiry_interval_seconds + 1)  # type: ignore[attr-defined]
@@ -118,6 +143,9 @@ CORRUPTIONS: dict[str, Corruption] = {
     "money-conserved": _refund_from_nowhere,
     "charge-accounted": _charge_without_a_seat,
     "token-counted-once": _token_counted_twice,
+    "queue-lapses-counted": _lapse_not_counted,
+    "queue-bounded": _window_reaches_too_far,
+    "queue-live": _admission_pass_stalls,
     "hold-expiry-bounded": _hold_expiry_job_stalls,
     "token-expiry-bounded": _token_expiry_job_stalls,
     # one-live-token-per-user is also a unique index: the database refuses the
