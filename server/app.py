@@ -39,15 +39,22 @@ from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityLayer
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
+from server.security.request_limits import (
+    LARGEST_REQUEST_BYTES,
+    RequestLimitLayer,
+    guarded_deserializer,
+)
 from server.security.text import RequestTextLayer
 from server.security.tls import server_credentials
 from server.signing import Signer, load_signing_key
 
 log = logging.getLogger(__name__)
 
-# Requests above this size are refused with RESOURCE_EXHAUSTED before any
-# handler runs; the largest legitimate request is a CreateConcert.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# gRPC refuses requests above this size before buffering them; each method's
+# own, smaller limit is checked before its request is parsed
+# (server/security/request_limits.py). Replies may be larger (seat pages).
+MAX_RECEIVE_BYTES = LARGEST_REQUEST_BYTES
+MAX_SEND_BYTES = 8 * 1024 * 1024
 
 # gRPC core queues calls that arrive faster than the server picks them up, and
 # past grpc.server.max_pending_requests (1,000 by default) it cancels the
@@ -164,8 +171,8 @@ async def build_app(
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS * 3 // 2),
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
@@ -206,9 +213,11 @@ def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
             [
                 ObservabilityLayer(ctx.metrics),
                 ErrorLayer(),
+                RequestLimitLayer(),  # an oversized or undecodable body: its status
                 AdminKeyLayer(ctx.settings.admin_key),
                 QueueGateLayer(ctx.signer, ctx.clock, ctx.queue),
                 RequestTextLayer(),  # NUL in any string field: INVALID_ARGUMENT
-            ]
+            ],
+            guard_deserializer=guarded_deserializer,
         )
     ]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.client_address import Network, parse_networks
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed."""
@@ -53,6 +55,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Proxies whose x-forwarded-for names the client (server/client_address.py).
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +202,7 @@ _SPECS = (
     _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
     _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
     _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),
+    _Spec("CONCERT_TRUSTED_PROXIES", "trusted_proxies", parse_networks),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)

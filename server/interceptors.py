@@ -75,6 +75,8 @@ class Call:
 
 UnaryProceed = Callable[[Call], Awaitable[Any]]
 StreamProceed = Callable[[Call], AsyncIterator[Any]]
+Deserializer = Callable[[bytes], Any] | None
+DeserializerGuard = Callable[[str, Deserializer], Deserializer]
 
 
 class Layer:
@@ -97,8 +99,15 @@ class Layer:
 class CallPipeline(grpc.aio.ServerInterceptor):
     """The layers, outermost first, as one interceptor with a handler cache per method."""
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        guard_deserializer: DeserializerGuard | None = None,
+    ) -> None:
         self._layers = tuple(layers)
+        # Wraps each wrapped method's request deserializer (for the size and
+        # decoding checks of server/security/request_limits.py).
+        self._guard = guard_deserializer or (lambda method, deserialize: deserialize)
         # method -> (the continuation's handler, the wrapped handler built from it)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -136,7 +145,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self._guard(method, handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -156,7 +165,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self._guard(method, handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client-streaming methods: none in concert.v1

@@ -6,11 +6,19 @@ SignUp + SignIn (+ IssueToken with the session credential).
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
 
 from concert.v1 import account_pb2, queue_pb2
-from tests.support import Stubs, bearer
+from tests.support import Stubs, bearer, error_details
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,11 +45,30 @@ class AdmittedFan(SignedUpFan):
 async def new_fan(
     stubs: Stubs, email: str | None = None, password: str = "correct horse battery"
 ) -> SignedUpFan:
-    """A fresh account (with its empty wallet), signed in."""
+    """A fresh account (with its empty wallet), signed in.
+
+    Hundreds of these at once fill the server's bounded hashing line: like any
+    client, they retry a PASSWORD_HASHING_BUSY after its RetryInfo (shortened).
+    """
     email = email or f"fan-{uuid.uuid4().hex[:12]}@example.com"
-    account = await stubs.account.SignUp(account_pb2.SignUpRequest(email=email, password=password))
-    session = await stubs.account.SignIn(account_pb2.SignInRequest(email=email, password=password))
+    account = await _while_busy(
+        lambda: stubs.account.SignUp(account_pb2.SignUpRequest(email=email, password=password))
+    )
+    session = await _while_busy(
+        lambda: stubs.account.SignIn(account_pb2.SignInRequest(email=email, password=password))
+    )
     return SignedUpFan(account.user_id, account.email, password, session.session_token)
+
+
+async def _while_busy(call: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(2_000):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            if error_details(err).reason != "PASSWORD_HASHING_BUSY":
+                raise
+            await asyncio.sleep(random.uniform(0.005, 0.05))
+    raise AssertionError("the hashing line never had room")
 
 
 async def admitted_fan(stubs: Stubs, email: str | None = None) -> AdmittedFan:

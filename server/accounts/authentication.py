@@ -15,6 +15,7 @@ from server.accounts import store
 from server.accounts.emails import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, normalise_email
 from server.accounts.runtime import AccountRuntime
 from server.accounts.sessions import Session, issue_session, verify_session
+from server.accounts.throttle import Reservation
 from server.clock import Clock
 from server.errors import ResourceExhausted, Unauthenticated, Violations
 from server.signing import Signer
@@ -38,25 +39,38 @@ def check_password_fields(
 
 
 async def authenticate_password(
-    pool: AsyncConnectionPool, clock: Clock, accounts: AccountRuntime, email: str, password: str
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    accounts: AccountRuntime,
+    email: str,
+    password: str,
+    client_address: str,
 ) -> uuid.UUID:
-    """The user id for a correct email and password; UNAUTHENTICATED otherwise."""
+    """The user id for a correct email and password; UNAUTHENTICATED otherwise.
+
+    The attempt is counted against the sign-in budgets before the hash
+    (server/accounts/throttle.py), so a burst cannot evaluate more guesses
+    than the budget allows; a hasher that is busy refuses at once.
+    """
     email = normalise_email(email)
-    retry_after = accounts.throttle.retry_after(email, clock.now())
-    if retry_after is not None:
+    reservation = accounts.throttle.reserve(email, client_address, clock.now())
+    if not isinstance(reservation, Reservation):
         raise ResourceExhausted(
             "TOO_MANY_ATTEMPTS",
-            "too many failed sign-ins for this email; wait and retry",
-            retry_after_seconds=retry_after,
+            "too many failed sign-ins for this email or from this address; wait and retry",
+            retry_after_seconds=reservation,
         )
-    async with pool.connection() as conn:
-        found = await store.find_credentials(conn, email)
-    # The connection is back in the pool before the hash runs.
-    ok = await accounts.hasher.verify(password, found[1] if found else None)
+    try:
+        async with pool.connection() as conn:
+            found = await store.find_credentials(conn, email)
+        # The connection is back in the pool before the hash runs.
+        ok = await accounts.hasher.verify(password, found[1] if found else None)
+    except BaseException:  # not evaluated (the hasher busy, the database down): no failure
+        accounts.throttle.release(reservation)
+        raise
     if not ok or found is None:
-        accounts.throttle.record_failure(email, clock.now())
         raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
-    accounts.throttle.record_success(email)
+    accounts.throttle.succeeded(reservation)
     return found[0]
 
 
@@ -68,11 +82,12 @@ async def sign_in(
     email: str,
     password: str,
     session_ttl_seconds: int,
+    client_address: str,
 ) -> tuple[str, Session]:
     violations = Violations()
     check_password_fields(violations, email, password)
     violations.raise_if_any()
-    user_id = await authenticate_password(pool, clock, accounts, email, password)
+    user_id = await authenticate_password(pool, clock, accounts, email, password, client_address)
     return issue_session(signer, user_id, clock.now(), session_ttl_seconds)
 
 

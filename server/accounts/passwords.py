@@ -13,11 +13,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from server import base64url
+from server.cpu import available_cpus
+from server.errors import ResourceExhausted
+
+_T = TypeVar("_T")
 
 _SCHEME = "scrypt"
 _R = 8
@@ -59,37 +64,65 @@ def verify_password_blocking(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-class PasswordHasher:
-    """Hashes and verifies passwords in a thread pool sized to the machine."""
+# Hashes that may wait for a thread, per thread: beyond them a call is refused
+# at once (RESOURCE_EXHAUSTED) instead of queueing behind a storm. With two
+# waiting per thread, an accepted call waits at most about two hashes' time.
+WAITING_PER_THREAD = 2
 
-    def __init__(self, cost: int, workers: int | None = None) -> None:
-        self._cost = cost
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers or os.cpu_count() or 2, thread_name_prefix="scrypt"
+
+class HashingBusy(ResourceExhausted):
+    """Every thread is hashing and the waiting line is full: refused at once."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "PASSWORD_HASHING_BUSY",
+            "too many sign-ins at once; retry shortly",
+            retry_after_seconds=1.0,
         )
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords in a thread pool sized to the CPUs this process may use,
+    behind a bounded waiting line (anonymous callers cannot queue unbounded work)."""
+
+    def __init__(self, cost: int, workers: int | None = None, waiting: int | None = None) -> None:
+        self._cost = cost
+        self.workers = workers or available_cpus()
+        self.max_in_flight = self.workers + (
+            WAITING_PER_THREAD * self.workers if waiting is None else waiting
+        )
+        self.in_flight = 0
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scrypt")
         # Verified when the email is unknown, so that answer costs a hash too:
         # an attacker cannot tell unknown emails from wrong passwords by timing.
         self._decoy: str | None = None
 
+    def _admit(self) -> None:
+        """Take a place in the bounded line, or refuse at once (the caller says busy)."""
+        if self.in_flight >= self.max_in_flight:
+            raise HashingBusy
+        self.in_flight += 1
+
+    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+        self._admit()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self.in_flight -= 1
+
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, hash_password_blocking, password, self._cost
-        )
+        return await self._run(hash_password_blocking, password, self._cost)
 
     async def verify(self, password: str, stored: str | None) -> bool:
         """True if password matches stored; with stored None, costs a hash and says False."""
-        loop = asyncio.get_running_loop()
         if stored is None:
             if self._decoy is None:
-                self._decoy = await self.hash(secrets.token_urlsafe(16))
-            await loop.run_in_executor(
-                self._executor, verify_password_blocking, password, self._decoy
-            )
+                self._decoy = await self._run(
+                    hash_password_blocking, secrets.token_urlsafe(16), self._cost
+                )
+            await self._run(verify_password_blocking, password, self._decoy)
             return False
-        return await loop.run_in_executor(
-            self._executor, verify_password_blocking, password, stored
-        )
+        return await self._run(verify_password_blocking, password, stored)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -35,7 +35,7 @@ async def sign_up(
 
     # Hash before the transaction: the KDF's tens of milliseconds must not hold
     # a connection or a lock.
-    password_hash = await accounts.hasher.hash(request.password)
+    password_hash = await accounts.hasher.hash(request.password)  # HashingBusy when full
 
     async def create(conn: AsyncConnection) -> account_pb2.SignUpResponse:
         user_id = uuid.uuid4()

@@ -7,6 +7,7 @@ from grpc.aio import ServicerContext
 from concert.v1 import account_pb2, account_pb2_grpc
 from server.accounts.authentication import sign_in
 from server.accounts.registration import sign_up
+from server.client_address import caller_address
 from server.context import ServiceContext
 
 
@@ -32,6 +33,7 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
             request.email,
             request.password,
             ctx.settings.session_ttl_seconds,
+            caller_address(context, ctx.settings),
         )
         response = account_pb2.SignInResponse(user_id=str(session.user_id), session_token=token)
         response.expire_time.FromDatetime(session.expire_time)

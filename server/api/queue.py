@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from grpc.aio import ServicerContext
 
 from concert.v1 import queue_pb2, queue_pb2_grpc
+from server.client_address import caller_address
 from server.context import ServiceContext
 from server.credentials import bearer_credential
 from server.queue.issue import authenticate_issue, take_place_in_line
@@ -22,7 +23,10 @@ class QueueService(queue_pb2_grpc.QueueServiceServicer):
         self, request: queue_pb2.IssueTokenRequest, context: ServicerContext
     ) -> queue_pb2.IssueTokenResponse:
         ctx = self._ctx
-        user_id = await authenticate_issue(ctx.pool, ctx.clock, ctx.signer, ctx.accounts, request)
+        address = caller_address(context, ctx.settings)
+        user_id = await authenticate_issue(
+            ctx.pool, ctx.clock, ctx.signer, ctx.accounts, request, address
+        )
         issued = await take_place_in_line(ctx.pool, ctx.clock, ctx.queue, self._presence, user_id)
         return queue_pb2.IssueTokenResponse(token=issued.credential, status=issued.status)
 

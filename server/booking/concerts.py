@@ -202,7 +202,14 @@ def _time_cursor(
     if position is None:
         return None, None
     try:
-        return datetime.fromisoformat(position["t"]), uuid.UUID(position["id"])
+        # Field by field, exactly the types encode_page_token writes: a cursor
+        # the client edited must fail here, never in SQL.
+        if not isinstance(position["t"], str) or not isinstance(position["id"], str):
+            raise TypeError
+        time = datetime.fromisoformat(position["t"])
+        if time.tzinfo is None:
+            raise ValueError
+        return time, uuid.UUID(position["id"])
     except (TypeError, ValueError, AttributeError):
         violations.add("page_token", "not a page token this method returned")
         return None, None
@@ -279,7 +286,9 @@ async def list_available_seats(
     position = decode_page_token(violations, request.page_token, frozenset({"d", "after"}))
     after = 0
     if position is not None:
-        if position.get("d") != request.date_id or not isinstance(position.get("after"), int):
+        seat = position.get("after")
+        # bool is an int to Python, not to PostgreSQL: the exact type, in range.
+        if position.get("d") != request.date_id or type(seat) is not int or not 0 <= seat < 2**31:
             violations.add("page_token", "not a page token of this date")
         else:
             after = position["after"]

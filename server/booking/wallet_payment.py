@@ -108,15 +108,19 @@ async def pay_from_wallet(
     request_id: uuid.UUID | None,
     request: payment_pb2.PayRequest,
 ) -> payment_pb2.PayResponse:
-    now = ctx.clock.now()
     sales: list[Sale] = []
+    now = ctx.clock.now()  # replaced once the locks are held (below)
 
     async def execute(conn: AsyncConnection) -> payment_pb2.PayResponse:
+        nonlocal now
         cursor = await conn.execute(
             _LOCK_TOKEN_AND_RESERVATION,
             {"token": fan.token_id, "reservation": reservation_id, "user": fan.user_id},
         )
         row = await cursor.fetchone()
+        # The time is read after the wait for the pool and the locks: a hold
+        # that lapsed meanwhile is seen as lapsed, not sold on an old clock.
+        now = ctx.clock.now()
         insist_live(TokenRow(*row[:6]) if row else None, now)
         assert row is not None
         state, expires_at, price, date_id, seat_number = row[6:]
@@ -151,6 +155,10 @@ async def pay_from_wallet(
                 metadata={"price": str(price)},
             )
         if not sold:
+            if expires_at <= ctx.clock.now():
+                # The hold ran out between our lock and the sale, and another
+                # fan took the seat: the debit rolls back with the rest.
+                raise reservation_not_held("it expired")
             raise SaleNotWritten(reservation_id)
         sales.append(Sale(date_id, fan.token_id))
         return payment_pb2.PayResponse(payment=payment_message(written[2:]))

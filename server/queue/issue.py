@@ -28,6 +28,7 @@ async def authenticate_issue(
     signer: Signer,
     accounts: AccountRuntime,
     request: queue_pb2.IssueTokenRequest,
+    client_address: str,
 ) -> uuid.UUID:
     """The fan asking for a token, by password (one hash) or session credential (one HMAC)."""
     violations = Violations()
@@ -43,7 +44,12 @@ async def authenticate_issue(
     violations.raise_if_any()
     if credential == "password":
         return await authenticate_password(
-            pool, clock, accounts, request.password.email, request.password.password
+            pool,
+            clock,
+            accounts,
+            request.password.email,
+            request.password.password,
+            client_address,
         )
     return authenticate_session(signer, clock, request.session_token)
 

@@ -141,3 +141,49 @@ async def test_a_failure_after_the_debit_rolls_the_money_back_with_everything_el
     async with app.ctx.pool.connection() as conn:
         assert await scalar(conn, "SELECT count(*) FROM idempotency_keys") == 0
     await assert_invariants(app)
+
+
+async def test_a_hold_that_lapses_while_pay_waits_for_its_lock_is_not_held_not_internal(
+    app: App, database_url: str
+) -> None:
+    """Pay reads the time after its locks. A Pay stuck behind a lock while its
+    hold runs out and another fan takes the seat answers RESERVATION_NOT_HELD,
+    takes no money, and sells nothing (it used to sell on the time it started
+    with, find the seat gone and answer INTERNAL)."""
+    import asyncio
+
+    import psycopg
+
+    from server.errors import FailedPrecondition
+    from tests.queue.test_issue import wait_for_lock_wait
+
+    fan, reservation_id = await held_seat(app, balance=PRICE)
+    date_id = await _date_of(app, reservation_id)
+    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
+        await blocker.execute(
+            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation_id,)
+        )
+        paying = asyncio.ensure_future(
+            payments.pay(app.ctx, fan, payment_pb2.PayRequest(reservation_id=reservation_id))
+        )
+        await wait_for_lock_wait(blocker)
+        app.ctx.clock.advance(app.ctx.settings.hold_ttl_seconds + 1)  # type: ignore[attr-defined]
+        other = await make_fan(app.ctx, balance=PRICE)
+        await hold_seat(
+            app.ctx,
+            other,
+            reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=1),
+        )
+        await blocker.rollback()
+        with pytest.raises(FailedPrecondition) as refused:
+            await paying
+    assert refused.value.reason == "RESERVATION_NOT_HELD"
+    assert (await rows(app, fan))["balance"] == PRICE
+    await assert_invariants(app)
+
+
+async def _date_of(app: App, reservation_id: str) -> str:
+    async with app.ctx.pool.connection() as conn:
+        return str(
+            await scalar(conn, "SELECT date_id FROM reservations WHERE id = %s", reservation_id)
+        )

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from concert.v1 import wallet_pb2, wallet_pb2_grpc
+from server.accounts.throttle import PAIR_LIMIT
 from tests.e2e.grpcurl import CODES, GRPCURL, Grpcurl
 from tests.e2e.servers import ServerProcess
 from tests.support import ADMIN, TEST_ADMIN_KEY
@@ -127,7 +128,7 @@ def test_sign_in_throttled_after_repeated_failures(grpcurl: Grpcurl) -> None:
     email = f"fan-{uuid.uuid4().hex[:12]}@example.com"
     grpcurl.call("AccountService/SignUp", {"email": email, "password": PASSWORD})
     wrong = {"email": email, "password": "wrong password!"}
-    for _ in range(10):
+    for _ in range(PAIR_LIMIT):  # from this address
         grpcurl.expect_error(
             "AccountService/SignIn", wrong, None, "UNAUTHENTICATED", "INVALID_CREDENTIALS"
         )

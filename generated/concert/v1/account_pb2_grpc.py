@@ -71,6 +71,9 @@ class AccountServiceServicer:
         128 characters, malformed request_id (BadRequest names each field).
         - ALREADY_EXISTS (reason EMAIL_TAKEN): another account uses this email.
         A retry with the same request_id returns the first answer instead.
+        - RESOURCE_EXHAUSTED (reason PASSWORD_HASHING_BUSY, with RetryInfo): the
+        server is hashing as many passwords as it can; retry after the delay.
+        - RESOURCE_EXHAUSTED (reason REQUEST_TOO_LARGE): a request over 4 KiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +89,11 @@ class AccountServiceServicer:
         password; both give the same message and comparable timing, so the
         answer does not reveal which emails have accounts.
         - RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with RetryInfo): too many
-        failed sign-ins for this email in a short time.
+        failed sign-ins for this email from this address (5 per 5 minutes), from
+        this address (20), or for this email from anywhere (100).
+        - RESOURCE_EXHAUSTED (reason PASSWORD_HASHING_BUSY, with RetryInfo): the
+        server is hashing as many passwords as it can; retry after the delay.
+        - RESOURCE_EXHAUSTED (reason REQUEST_TOO_LARGE): a request over 4 KiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

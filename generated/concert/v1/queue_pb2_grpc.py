@@ -101,7 +101,11 @@ class QueueServiceServicer:
         password, or a forged or expired session credential (the spec's
         "User Not Exists", without telling which emails exist).
         - RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with RetryInfo): too many
-        failed password attempts for this email (shared with SignIn's limit).
+        failed password attempts (SignIn's budgets, shared).
+        - RESOURCE_EXHAUSTED (reason PASSWORD_HASHING_BUSY, with RetryInfo): the
+        server is hashing as many passwords as it can; retry after the delay, or
+        use a session_token, which needs no hash.
+        - RESOURCE_EXHAUSTED (reason REQUEST_TOO_LARGE): a request over 4 KiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

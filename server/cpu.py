@@ -1,0 +1,46 @@
+"""How many CPUs this process may use: its affinity, capped by a container's CPU quota.
+
+os.cpu_count() is the host's cores: in a container limited to one CPU on a
+16-core node it says 16, and a pool sized by it runs 16 hashes at once on one
+CPU's worth of time, each 16 times slower. The quota comes from cgroup v2
+(`cpu.max`: "<quota> <period>", or "max") or v1 (`cpu.cfs_quota_us` /
+`cpu.cfs_period_us`, -1 for none), rounded up, at least 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup: Path = CGROUP) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """CPUs' worth of time the cgroup allows, or None when unlimited or unknown."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota == "max":
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return quota_us / period_us

@@ -1,0 +1,179 @@
+"""Sign-in throttling that holds, and a hasher that cannot be queued without bound.
+
+- A burst of concurrent wrong passwords evaluates at most the budget's worth of
+  hashes (the attempt is reserved before the hash), not one per call.
+- The attacker's failures do not lock the fan out: the fan's own address has
+  its own budget (the address comes from x-forwarded-for only through a trusted
+  proxy).
+- The limiter's memory is bounded without a reset of everything.
+- Beyond the hashing threads and their bounded waiting line, a password call is
+  refused at once with RESOURCE_EXHAUSTED and RetryInfo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from concert.v1 import account_pb2
+from server.accounts.passwords import HashingBusy, PasswordHasher, hash_password_blocking
+from server.accounts.throttle import EMAIL_LIMIT, FAILURE_WINDOW, PAIR_LIMIT, SignInThrottle
+from server.app import App
+from server.client_address import client_address, parse_networks
+from server.config import Settings
+from server.cpu import available_cpus, cgroup_cpu_quota
+from tests.fans import new_fan
+from tests.support import Stubs, error_details
+
+ATTACKER = "203.0.113.7"
+FAN = "198.51.100.20"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # The test client stands behind a "proxy" at loopback that names the client.
+    return settings.replace(trusted_proxies=parse_networks("127.0.0.1,::1"))
+
+
+def _from(address: str) -> tuple[tuple[str, str], ...]:
+    return (("x-forwarded-for", address),)
+
+
+async def _sign_in(stubs: Stubs, email: str, password: str, address: str) -> str | None:
+    """None on success, else the error's reason."""
+    try:
+        await stubs.account.SignIn(
+            account_pb2.SignInRequest(email=email, password=password), metadata=_from(address)
+        )
+    except grpc.aio.AioRpcError as err:
+        return error_details(err).reason
+    return None
+
+
+async def test_a_burst_of_guesses_evaluates_only_the_budget_and_the_fan_still_gets_in(
+    app: App, stubs: Stubs
+) -> None:
+    fan = await new_fan(stubs)
+    hashes = 0
+    verify = app.ctx.accounts.hasher.verify
+
+    async def counting_verify(password: str, stored: str | None) -> bool:
+        nonlocal hashes
+        hashes += 1
+        return await verify(password, stored)
+
+    app.ctx.accounts.hasher.verify = counting_verify  # type: ignore[method-assign]
+    guesses = await asyncio.gather(
+        *(_sign_in(stubs, fan.email, f"wrong password {i}", ATTACKER) for i in range(60))
+    )
+    assert hashes == PAIR_LIMIT
+    assert guesses.count("INVALID_CREDENTIALS") == PAIR_LIMIT
+    assert guesses.count("TOO_MANY_ATTEMPTS") == 60 - PAIR_LIMIT
+    # The right password from the attacker's address waits; from the fan's own, it works.
+    assert await _sign_in(stubs, fan.email, fan.password, ATTACKER) == "TOO_MANY_ATTEMPTS"
+    assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
+
+
+async def test_x_forwarded_for_counts_only_behind_a_trusted_proxy() -> None:
+    trusted = parse_networks("10.0.0.0/8")
+    forwarded = (("x-forwarded-for", f"{ATTACKER}, 10.1.2.3"),)
+    # Through the trusted proxy: the first hop from the right that is not trusted.
+    assert client_address("ipv4:10.9.9.9:4000", forwarded, trusted) == ATTACKER
+    # From anywhere else the header is the caller's own claim: ignored.
+    assert client_address(f"ipv4:{FAN}:4000", forwarded, trusted) == FAN
+    assert client_address(f"ipv4:{FAN}:4000", forwarded, ()) == FAN
+    assert client_address("ipv6:[::1]:4000", (), ()) == "::1"
+    assert client_address("ipv4:10.9.9.9:1", (("x-forwarded-for", "junk"),), trusted) == (
+        "10.9.9.9"
+    )
+
+
+def test_the_budgets_are_per_pair_per_address_and_per_email() -> None:
+    throttle = SignInThrottle()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    email = "fan@example.com"
+    # A distributed attack: many addresses, a few guesses each, reach the email's budget.
+    addresses = [f"192.0.2.{i}" for i in range(EMAIL_LIMIT // PAIR_LIMIT)]
+    for address in addresses:
+        for _ in range(PAIR_LIMIT):
+            assert not isinstance(throttle.reserve(email, address, now), float)
+    assert isinstance(throttle.reserve(email, FAN, now), float)
+    # Another email is untouched; the window passes and the email has room again.
+    assert not isinstance(throttle.reserve("other@example.com", FAN, now), float)
+    later = now + FAILURE_WINDOW + timedelta(seconds=1)
+    assert not isinstance(throttle.reserve(email, FAN, later), float)
+
+
+def test_the_limiter_forgets_the_least_recent_keys_one_by_one() -> None:
+    throttle = SignInThrottle(max_keys=100)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    for _ in range(PAIR_LIMIT):
+        throttle.reserve("watched@example.com", ATTACKER, now)
+    # A flood of other emails from other addresses...
+    for i in range(1_000):
+        throttle.reserve(f"junk-{i}@example.com", f"192.0.2.{i % 250}", now)
+        throttle.reserve("watched@example.com", ATTACKER, now)  # ...while the attack goes on
+    # ...never costs more than the bound, and never wipes the attacker's record.
+    assert throttle.tracked_keys() <= 3 * 100
+    assert isinstance(throttle.reserve("watched@example.com", ATTACKER, now), float)
+
+
+async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> None:
+    hasher = PasswordHasher(cost=14, workers=1, waiting=2)
+    stored = hash_password_blocking("a password", 10)
+    try:
+        results = await asyncio.gather(
+            *(hasher.verify("a password", stored) for _ in range(3)),
+            *(hasher.verify("a password", stored) for _ in range(5)),
+            return_exceptions=True,
+        )
+    finally:
+        hasher.close()
+    busy = [r for r in results if isinstance(r, HashingBusy)]
+    assert results[:3] == [True, True, True]
+    assert len(busy) == 5
+    assert busy[0].retry_after_seconds == 1.0
+    assert hasher.in_flight == 0
+
+
+async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
+    app: App, stubs: Stubs
+) -> None:
+    app.ctx.accounts.hasher.max_in_flight = 0  # every thread and place taken
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.account.SignIn(
+                account_pb2.SignInRequest(email="a@example.com", password="whatever pw"),
+                metadata=_from(FAN),
+            )
+    finally:
+        app.ctx.accounts.hasher.max_in_flight = 10
+    details = error_details(err.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "PASSWORD_HASHING_BUSY",
+    )
+    assert details.retry is not None
+    # Not evaluated, so not counted: the budget is whole.
+    assert not isinstance(
+        app.ctx.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
+    )
+
+
+def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    assert available_cpus(tmp_path) == min(2, len(__import__("os").sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
