@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from psycopg import AsyncConnection
 
 from concert.v1 import (
     account_pb2,
@@ -34,11 +36,13 @@ from server.context import ServiceContext
 from server.db.migrate import migrate
 from server.db.pool import open_pool
 from server.db.probe import DatabaseProbe
+from server.idempotency import PRUNE_JOB, prune_expired_keys
 from server.interceptors import CallPipeline, ErrorLayer
 from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityLayer
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
+from server.security.call_limit import CallLimitLayer
 from server.security.request_limits import (
     LARGEST_REQUEST_BYTES,
     RequestLimitLayer,
@@ -62,6 +66,23 @@ MAX_SEND_BYTES = 8 * 1024 * 1024
 # day is exactly such a burst, so let it queue (each waiting call costs a few
 # KB); the hard limit still sheds a runaway backlog.
 MAX_PENDING_CALLS = 20_000
+
+# Connections (docs/reliability.md, "Limits"): clients may ping every 10 s or
+# more (common Node and mobile defaults; grpc refused anything under 5 min and
+# cut such clients' streams after ~30 s); the server pings a connection idle
+# for 30 s itself and drops it when no answer comes within 20 s, so a
+# half-open client's waiting stream and token are let go within about a
+# minute; a connection lives at most an hour (plus 10 minutes for its calls to
+# finish), so long-lived clients rebalance across replicas.
+CONNECTION_OPTIONS = [
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_connection_age_ms", 3_600_000),
+    ("grpc.max_connection_age_grace_ms", 600_000),
+]
 
 # Every concert.v1 service, as protobuf descriptors (reflection, health, tests).
 SERVICES = tuple(
@@ -168,6 +189,7 @@ async def build_app(
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
         install_queue(ctx)
         install_booking(ctx)
+        _install_idempotency_pruning(ctx)
         server = grpc.aio.server(
             interceptors=_interceptors(ctx),
             options=[
@@ -176,6 +198,7 @@ async def build_app(
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS * 3 // 2),
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+                *CONNECTION_OPTIONS,
             ],
         )
         api.register_all(server, ctx)
@@ -204,6 +227,15 @@ async def build_app(
         raise
 
 
+def _install_idempotency_pruning(ctx: ServiceContext) -> None:
+    ttl = timedelta(hours=ctx.settings.idempotency_ttl_hours)
+
+    async def prune(conn: AsyncConnection) -> int:
+        return await prune_expired_keys(conn, ctx.clock.now() - ttl)
+
+    ctx.jobs.add(PRUNE_JOB, prune, ctx.settings.expiry_interval_seconds)
+
+
 def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
     # One interceptor running the layers, outermost first: the error mapper must
     # see the failures of every layer; observability wraps it to count and log
@@ -213,6 +245,7 @@ def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
             [
                 ObservabilityLayer(ctx.metrics),
                 ErrorLayer(),
+                CallLimitLayer(ctx.settings.max_concurrent_calls),
                 RequestLimitLayer(),  # an oversized or undecodable body: its status
                 AdminKeyLayer(ctx.settings.admin_key),
                 QueueGateLayer(ctx.signer, ctx.clock, ctx.queue),

@@ -55,6 +55,10 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Calls one process serves at once; beyond, SERVER_BUSY (server/security/call_limit.py).
+    max_concurrent_calls: int = 20_000
+    # How long AIP-155 request ids replay their first answer (server/idempotency.py).
+    idempotency_ttl_hours: int = 24
     # Proxies whose x-forwarded-for names the client (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -203,6 +207,8 @@ _SPECS = (
     _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
     _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),
     _Spec("CONCERT_TRUSTED_PROXIES", "trusted_proxies", parse_networks),
+    _Spec("CONCERT_IDEMPOTENCY_TTL_HOURS", "idempotency_ttl_hours", _integer(1, 720)),
+    _Spec("CONCERT_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _integer(1, 1_000_000)),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)

@@ -18,19 +18,25 @@ The list could already lag the primary by a replica's replay delay
 
 A page read before an invalidation is never stored after it (a generation
 per date), so a process never re-caches what it has just changed.
+
+Memory is bounded in bytes, not pages (a page's key is the client's choice:
+any start seat, any page size up to 1,000): at most MAX_BYTES of serialized
+pages. Past it, expired pages go first, then the least recently used.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from concert.v1 import concert_pb2
 
-# Pages kept at most, over every date (~100 seats each): far more than the
-# pages fans actually browse, small next to the 150 MiB budget per process.
-MAX_PAGES = 1024
+# Serialized bytes of the pages kept, over every date. A page of 100 seats is
+# about 6 KB serialized (and a few times that as Python objects): hundreds of
+# pages, far more than fans browse, and a few MiB of the 512 MiB a pod has.
+MAX_BYTES = 4 * 1024 * 1024
 
 PageKey = tuple[int, int]  # after seat, page size
 
@@ -39,13 +45,16 @@ PageKey = tuple[int, int]  # after seat, page size
 class _Page:
     response: concert_pb2.ListAvailableSeatsResponse
     valid_until: datetime
+    size: int
 
 
 class SeatListCache:
-    def __init__(self, max_age: timedelta) -> None:
+    def __init__(self, max_age: timedelta, max_bytes: int = MAX_BYTES) -> None:
         self.max_age = max_age
-        self._pages: dict[uuid.UUID, dict[PageKey, _Page]] = {}
-        self._page_count = 0
+        self.max_bytes = max_bytes
+        # (date, page key) -> page, least recently used first.
+        self._pages: OrderedDict[tuple[uuid.UUID, PageKey], _Page] = OrderedDict()
+        self.bytes = 0
         self._generations: dict[uuid.UUID, int] = {}
         self.hits = 0
         self.misses = 0
@@ -57,10 +66,11 @@ class SeatListCache:
     def get(
         self, date_id: uuid.UUID, key: PageKey, now: datetime
     ) -> concert_pb2.ListAvailableSeatsResponse | None:
-        page = self._pages.get(date_id, {}).get(key)
+        page = self._pages.get((date_id, key))
         if page is None or page.valid_until <= now:
             self.misses += 1
             return None
+        self._pages.move_to_end((date_id, key))
         self.hits += 1
         return page.response
 
@@ -82,14 +92,29 @@ class SeatListCache:
         valid_until = built_at + self.max_age
         if next_hold_expiry is not None:
             valid_until = min(valid_until, next_hold_expiry)
-        if self._page_count >= MAX_PAGES:
-            self._pages.clear()
-            self._page_count = 0
-        pages = self._pages.setdefault(date_id, {})
-        self._page_count += key not in pages
-        pages[key] = _Page(response, valid_until)
+        size = response.ByteSize()
+        if size > self.max_bytes:
+            return
+        self._drop((date_id, key))
+        self._make_room(size, built_at)
+        self._pages[(date_id, key)] = _Page(response, valid_until, size)
+        self.bytes += size
 
     def invalidate(self, date_id: uuid.UUID) -> None:
         """This process changed the date's seats: drop its pages."""
         self._generations[date_id] = self._generations.get(date_id, 0) + 1
-        self._page_count -= len(self._pages.pop(date_id, {}))
+        for entry in [entry for entry in self._pages if entry[0] == date_id]:
+            self._drop(entry)
+
+    def _make_room(self, size: int, now: datetime) -> None:
+        if self.bytes + size <= self.max_bytes:
+            return
+        for entry in [e for e, page in self._pages.items() if page.valid_until <= now]:
+            self._drop(entry)
+        while self._pages and self.bytes + size > self.max_bytes:
+            self._drop(next(iter(self._pages)))
+
+    def _drop(self, entry: tuple[uuid.UUID, PageKey]) -> None:
+        page = self._pages.pop(entry, None)
+        if page is not None:
+            self.bytes -= page.size

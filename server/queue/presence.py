@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import queue_pb2
 from server.clock import Clock
-from server.errors import FailedPrecondition, Unauthenticated
+from server.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from server.queue import store
 from server.queue.admission import AdmissionState
 from server.queue.runtime import QueueRuntime
@@ -34,6 +34,11 @@ from server.signing import Signer
 WATCH_MIN_INTERVAL_SECONDS = 1.0
 WATCH_MAX_INTERVAL_SECONDS = 5.0
 WATCH_PLACES_PER_SECOND = 1000
+# A waiting stream sends its status at least this often, changed or not: a
+# proxy with an idle timeout keeps it, and the client sees it is alive.
+WATCH_HEARTBEAT_SECONDS = 30.0
+# Open WatchQueueStatus streams per token, per process: a third is refused.
+MAX_STREAMS_PER_TOKEN = 2
 
 
 def watch_interval(people_ahead: int) -> float:
@@ -150,8 +155,27 @@ class QueuePresence:
         at once, as is the end of an expired token.
         """
         claims = parse_token(self._signer, credential)
+        # A stream's place is taken before its first await, so concurrent opens
+        # cannot all pass the check; the newest beyond the limit is refused.
+        if not self._runtime.open_stream(claims.token_id, MAX_STREAMS_PER_TOKEN):
+            raise ResourceExhausted(
+                "TOO_MANY_STREAMS",
+                f"at most {MAX_STREAMS_PER_TOKEN} open WatchQueueStatus streams per token;"
+                " close one first",
+                metadata={"max_streams": str(MAX_STREAMS_PER_TOKEN)},
+            )
+        try:
+            async for presented in self._watch(claims):
+                yield presented
+        finally:
+            self._runtime.close_stream(claims.token_id)
+
+    async def _watch(self, claims: QueueToken) -> AsyncIterator[Presented]:
         runtime = self._runtime
-        row = self._usable(await self.touch(claims.token_id, claims.queue_number), True)
+        # Lazily, like a status poll: opening a stream writes the row only when
+        # that moves its expiry by a tenth of the lifetime.
+        touched = await self.touch(claims.token_id, claims.queue_number, lazily=True)
+        row = self._usable(touched, True)
         first = self.present(row)
         yield first
         if first.status.state != queue_pb2.QUEUE_TOKEN_STATE_WAITING:
@@ -162,6 +186,7 @@ class QueuePresence:
             seen = (first.status.people_ahead, first.status.admission_paused)
             signed, signed_expiry = first.credential, row.expires_at
             next_send = loop.time() + watch_interval(first.status.people_ahead)
+            last_sent = loop.time()
             while True:
                 waiting_out = loop.time() < next_send
                 await runtime.wakeups.wait(
@@ -180,7 +205,8 @@ class QueuePresence:
                     yield self.present(admitted)
                     return
                 position = (runtime.people_ahead(row.queue_number), state.paused)
-                if position == seen or loop.time() < next_send:
+                heartbeat = loop.time() - last_sent >= WATCH_HEARTBEAT_SECONDS
+                if (position == seen and not heartbeat) or loop.time() < next_send:
                     continue
                 seen = position
                 sent_at = runtime.wakeups.pulsed_at or loop.time()  # the pulse that woke it
@@ -189,6 +215,7 @@ class QueuePresence:
                 if expiry != signed_expiry:  # re-sign only when the expiry moved
                     signed = sign_queue_token(self._signer, claims_of(row))
                     signed_expiry = expiry
+                last_sent = loop.time()
                 yield Presented(row, signed, self._status(row, state))
         finally:
             runtime.unwatch(row.token_id)

@@ -150,6 +150,8 @@ class QueueRuntime:
         # last presence update gave it.
         self._watchers: dict[uuid.UUID, int] = {}
         self._watch_expiry: dict[uuid.UUID, datetime] = {}
+        # Open WatchQueueStatus streams per token (QueuePresence caps them).
+        self._streams: dict[uuid.UUID, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
         # Counters for tests and logs.
@@ -300,6 +302,22 @@ class QueueRuntime:
         else:
             self._watchers.pop(token_id, None)
             self._watch_expiry.pop(token_id, None)
+
+    def open_stream(self, token_id: uuid.UUID, limit: int) -> bool:
+        """Take one of the token's `limit` stream places in this process, if one is free."""
+        count = self._streams.get(token_id, 0)
+        if count >= limit:
+            return False
+        self._streams[token_id] = count + 1
+        return True
+
+    def stream_count(self, token_id: uuid.UUID) -> int:
+        return self._streams.get(token_id, 0)
+
+    def close_stream(self, token_id: uuid.UUID) -> None:
+        count = self._streams.pop(token_id, 1) - 1
+        if count > 0:
+            self._streams[token_id] = count
 
     def watched_expiry(self, token_id: uuid.UUID) -> datetime | None:
         return self._watch_expiry.get(token_id)

@@ -110,3 +110,44 @@ def test_max_age_zero_keeps_nothing() -> None:
     now = datetime(2026, 11, 24, tzinfo=UTC)
     cache.put(date_id, (0, 100), 0, concert_pb2.ListAvailableSeatsResponse(), now, None)
     assert cache.get(date_id, (0, 100), now) is None
+
+
+def _page(seats: int) -> concert_pb2.ListAvailableSeatsResponse:
+    date = str(uuid.uuid4())
+    return concert_pb2.ListAvailableSeatsResponse(
+        seats=[concert_pb2.Seat(date_id=date, seat_number=n, price=1000) for n in range(seats)]
+    )
+
+
+def test_the_cache_is_bounded_in_bytes_and_drops_expired_pages_first() -> None:
+    """Page keys are the client's choice (any start seat, any size): what bounds the
+    memory is bytes. Expired pages go first, then the least recently used."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    page = _page(100)
+    budget = 10 * page.ByteSize()
+    cache = SeatListCache(timedelta(seconds=1), max_bytes=budget)
+    date = uuid.uuid4()
+    for after in range(10):
+        cache.put(date, (after, 100), cache.generation(date), page, now, None)
+    assert cache.bytes == budget
+    # A client walks a thousand distinct keys: the budget holds, always.
+    for after in range(10, 1_010):
+        cache.put(date, (after, 100), cache.generation(date), page, now, None)
+        assert cache.bytes <= budget
+    # The most recent pages are kept; the oldest went.
+    assert cache.get(date, (1_009, 100), now) is not None
+    assert cache.get(date, (0, 100), now) is None
+    # Expired pages are dropped before a live one is evicted.
+    later = now + timedelta(seconds=2)  # every page put at `now` has expired
+    other = uuid.uuid4()
+    fresh = later - timedelta(seconds=0.5)
+    cache.put(other, (0, 100), cache.generation(other), page, fresh, None)  # the oldest live one
+    for after in range(9):
+        cache.put(date, (after, 50), cache.generation(date), page, later, None)
+    assert cache.get(other, (0, 100), later) is not None  # kept: the expired went instead
+    # A page larger than the whole budget is never kept.
+    cache.put(date, (0, 1000), cache.generation(date), _page(2_000), later, None)
+    assert cache.get(date, (0, 1000), later) is None
+    # Invalidation drops the date's pages and their bytes.
+    cache.invalidate(date)
+    assert cache.bytes == cache._pages[(other, (0, 100))].size

@@ -130,9 +130,11 @@ class QueueServiceServicer:
         people ahead, at most every 5 seconds); positions passed in between are
         skipped. The stream ends after the message that says they are admitted,
         sent at once, or when their token expires. An open stream keeps a waiting
-        token alive.
+        token alive. A waiting stream sends its status at least every 30 seconds,
+        changed or not. Clients may send keepalive pings every 10 seconds or more.
 
-        Errors: as GetQueueStatus.
+        Errors: as GetQueueStatus, and RESOURCE_EXHAUSTED (reason
+        TOO_MANY_STREAMS) for a third stream of one token while two are open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

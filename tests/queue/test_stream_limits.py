@@ -1,0 +1,128 @@
+"""Watch streams and connections that abuse cannot stretch.
+
+- At most two open WatchQueueStatus streams per token: the third is refused.
+- Opening a stream does not write the token's row every time.
+- A per-process cap on calls in progress answers SERVER_BUSY beyond it.
+- A client that pings every 10 s keeps its waiting stream (grpc's default cut
+  such clients after ~30 s with "too many pings"), and a waiting stream sends
+  its status at least every 30 s, changed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from concert.v1 import queue_pb2
+from server.app import App, build_app
+from server.clock import FakeClock
+from server.config import Settings
+from server.queue.presence import MAX_STREAMS_PER_TOKEN, WATCH_HEARTBEAT_SECONDS
+from server.queue.tokens import read_queue_token
+from tests.queue.helpers import fetch_one, issue_all
+from tests.support import Stubs, bearer, error_details
+
+
+def _watch(stubs: Stubs, token: str) -> grpc.aio.UnaryStreamCall:
+    return stubs.queue.WatchQueueStatus(queue_pb2.WatchQueueStatusRequest(), metadata=bearer(token))
+
+
+async def test_a_token_holds_at_most_two_streams(app: App, stubs: Stubs) -> None:
+    fans = await issue_all(app, stubs, 3)  # capacity 2: fan 3 waits
+    token = fans[2][1]
+    row_version = await fetch_one(app, "SELECT xmin::text FROM queue_tokens WHERE queue_number = 3")
+    streams = [_watch(stubs, token) for _ in range(MAX_STREAMS_PER_TOKEN)]
+    for stream in streams:
+        first = await stream.read()
+        assert first.status.state == queue_pb2.QUEUE_TOKEN_STATE_WAITING
+    # Opening them read the row; it wrote nothing (the expiry had no reason to move).
+    assert (
+        await fetch_one(app, "SELECT xmin::text FROM queue_tokens WHERE queue_number = 3")
+        == row_version
+    )
+    third = _watch(stubs, token)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await third.read()
+    details = error_details(err.value)
+    assert (details.code, details.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+    )
+    # Closing one frees its place.
+    streams[0].cancel()
+    claims = read_queue_token(app.ctx.signer, token)
+    assert claims is not None
+    for _ in range(250):
+        if app.ctx.queue.stream_count(claims.token_id) < MAX_STREAMS_PER_TOKEN:
+            break
+        await asyncio.sleep(0.02)
+    again = _watch(stubs, token)
+    assert (await again.read()).status.state == queue_pb2.QUEUE_TOKEN_STATE_WAITING
+    for stream in (streams[1], again):
+        stream.cancel()
+
+
+async def test_calls_beyond_the_process_cap_are_server_busy(
+    settings: Settings, database_url: str, clock: FakeClock
+) -> None:
+    from tests.conftest import empty_tables
+
+    await empty_tables(database_url)
+    app = await build_app(
+        settings.replace(max_concurrent_calls=2),
+        database_url=database_url,
+        clock=clock,
+        start_jobs=False,
+    )
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stubs = Stubs.on(channel)
+            fans = await issue_all(app, stubs, 4)
+            streams = [_watch(stubs, token) for _, token in fans[2:]]  # two in progress
+            for stream in streams:
+                await stream.read()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stubs.queue.GetQueueStatus(
+                    queue_pb2.GetQueueStatusRequest(), metadata=bearer(fans[0][1])
+                )
+            details = error_details(err.value)
+            assert (details.code, details.reason) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "SERVER_BUSY",
+            )
+            assert details.retry is not None
+            for stream in streams:
+                stream.cancel()
+    finally:
+        await app.stop(grace=0.5)
+
+
+@pytest.mark.slow
+async def test_a_client_pinging_every_ten_seconds_keeps_its_waiting_stream(
+    app: App, database_url: str
+) -> None:
+    """Real time, bounded: the stream stays open past 30 s with the client's
+    keepalive pings, and the heartbeat message arrives with nothing changed."""
+    options = [
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    async with grpc.aio.insecure_channel(app.address, options=options) as channel:
+        stubs = Stubs.on(channel)
+        fans = await issue_all(app, stubs, 3)
+        stream = _watch(stubs, fans[2][1])
+        first = await stream.read()
+        assert first.status.state == queue_pb2.QUEUE_TOKEN_STATE_WAITING
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        heartbeat = await asyncio.wait_for(stream.read(), WATCH_HEARTBEAT_SECONDS + 10)
+        waited = loop.time() - started
+        assert heartbeat != grpc.aio.EOF, "the stream ended"
+        assert heartbeat.status.people_ahead == first.status.people_ahead  # nothing changed
+        assert WATCH_HEARTBEAT_SECONDS - 1 <= waited <= WATCH_HEARTBEAT_SECONDS + 10
+        stream.cancel()
