@@ -4,6 +4,9 @@ session credentials, queue tokens, page tokens and stored password hashes."""
 from __future__ import annotations
 
 import base64
+import re
+
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def encode(data: bytes) -> str:
@@ -11,7 +14,16 @@ def encode(data: bytes) -> str:
 
 
 def decode(text: str) -> bytes:
-    """The bytes of `text`; ValueError if it is not base64url."""
-    if not text.isascii():
+    """The bytes of `text`; ValueError unless it is exactly what encode() makes.
+
+    Strict: the standard decoder skips characters outside the alphabet and
+    ignores stray trailing bits, so `token + "!!"` (or a last character
+    changed within its unused bits) decoded to the same token. Only the one
+    canonical spelling of each byte string is accepted.
+    """
+    if not _ALPHABET.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data

@@ -109,6 +109,7 @@ async def pay_from_wallet(
     request: payment_pb2.PayRequest,
 ) -> payment_pb2.PayResponse:
     sales: list[Sale] = []
+    paid_token: list[TokenRow] = []
     now = ctx.clock.now()  # replaced once the locks are held (below)
 
     async def execute(conn: AsyncConnection) -> payment_pb2.PayResponse:
@@ -121,7 +122,7 @@ async def pay_from_wallet(
         # The time is read after the wait for the pool and the locks: a hold
         # that lapsed meanwhile is seen as lapsed, not sold on an old clock.
         now = ctx.clock.now()
-        insist_live(TokenRow(*row[:6]) if row else None, now)
+        insist_live(TokenRow(*row[:6]) if row else None, now, fan)
         assert row is not None
         state, expires_at, price, date_id, seat_number = row[6:]
         if state is None:
@@ -161,6 +162,7 @@ async def pay_from_wallet(
                 raise reservation_not_held("it expired")
             raise SaleNotWritten(reservation_id)
         sales.append(Sale(date_id, fan.token_id))
+        paid_token.append(TokenRow(*row[:6]))
         return payment_pb2.PayResponse(payment=payment_message(written[2:]))
 
     async with ctx.pool.connection() as conn, transaction(conn):
@@ -176,4 +178,6 @@ async def pay_from_wallet(
         # Last, after the stored answer: the counters every payment shares,
         # with the COMMIT in the same message (server/db/committing.py).
         await count_sales(conn, sales, now, commit=True)
+    for token in paid_token:  # committed: every call of this process refuses it from now
+        ctx.queue.completed_here(token.token_id, token.expires_at)
     return response

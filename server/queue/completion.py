@@ -23,19 +23,27 @@ from server.queue import store
 
 
 async def require_live_token(conn: AsyncConnection, fan: Fan, now: datetime) -> None:
-    """Lock the fan's token row (FOR UPDATE) and insist it is live."""
-    insist_live(await store.get_token(conn, fan.token_id, for_update=True), now)
+    """Lock the fan's token row (FOR UPDATE) and insist it is live and the fan's."""
+    insist_live(await store.get_token(conn, fan.token_id, for_update=True), now, fan)
 
 
 async def require_live_token_then_lock(
     conn: AsyncConnection, fan: Fan, now: datetime, namespace: int, key: int
 ) -> None:
     """require_live_token, then pg_advisory_xact_lock(namespace, key): one round trip."""
-    insist_live(await store.lock_token_then(conn, fan.token_id, namespace, key), now)
+    insist_live(await store.lock_token_then(conn, fan.token_id, namespace, key), now, fan)
 
 
-def insist_live(token: store.TokenRow | None, now: datetime) -> None:
-    if token is None:
+def insist_live(token: store.TokenRow | None, now: datetime, fan: Fan | None = None) -> None:
+    """The stored token is live, and (given the caller) says what its signed claims say.
+
+    The gate trusts the HMAC alone; a protected change also compares the
+    stored token's user and number with the claims, so a token minted with a
+    leaked key for someone else's token id changes nothing.
+    """
+    if token is None or (
+        fan is not None and (token.user_id, token.queue_number) != (fan.user_id, fan.queue_number)
+    ):
         raise Unauthenticated("TOKEN_INVALID", "no such queue token")
     if token.state == "completed":
         raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")

@@ -213,6 +213,11 @@ class QueueRuntime:
     def is_completed(self, token_id: uuid.UUID) -> bool:
         return token_id in self._completed
 
+    def completed_here(self, token_id: uuid.UUID, expires_at: datetime) -> None:
+        """This process just committed the token's payment: refuse it now, not at the echo."""
+        if expires_at > self._clock.now():
+            self._completed[token_id] = expires_at
+
     async def refresh(self) -> AdmissionState:
         """Read queue_state now and adopt it (the safety net; tests use it to settle)."""
         async with self._pool.connection() as conn:
@@ -229,6 +234,9 @@ class QueueRuntime:
             await store.ensure_queue_state(
                 conn, self._settings.admission_capacity, self._clock.now()
             )
+            # Tokens paid before this process started are refused from its first call.
+            for token_id, expires_at in await store.completed_unexpired(conn, self._clock.now()):
+                self._completed[token_id] = expires_at
         self._tasks = [
             asyncio.create_task(self._listen(), name="queue-listen"),
             asyncio.create_task(self._keep_watchers_present(), name="queue-presence"),

@@ -433,6 +433,17 @@ async def touch_token(
     return TokenRow(*row) if row else None
 
 
+async def completed_unexpired(
+    conn: AsyncConnection, now: datetime
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Tokens used up by a payment whose signed expiry has not passed yet."""
+    cursor = await conn.execute(
+        "SELECT id, expires_at FROM queue_tokens WHERE state = 'completed' AND expires_at > %s",
+        (now,),
+    )
+    return [(row[0], row[1]) for row in await cursor.fetchall()]
+
+
 async def touch_waiting_tokens(
     conn: AsyncConnection, token_ids: list[uuid.UUID], now: datetime, ttl: timedelta
 ) -> dict[uuid.UUID, datetime]:

@@ -1,7 +1,8 @@
 """The line against a reference model, under random interleavings (hypothesis, stateful).
 
-Two server instances (each its own pool, LISTEN connection, queue runtime and
-admission trigger, as two processes have) share one database. Random steps:
+Two server instances (each its own pool, LISTEN connection and queue runtime,
+as two processes have) share one database; their admission triggers are off,
+so that passes happen only as steps. Random steps:
 fans take places through either one, admitted fans pay, fans lapse while
 waiting or while admitted, an IssueToken rolls back after drawing its number,
 the sequence jumps (a crash or failover), the capacity changes, admission
@@ -17,6 +18,7 @@ pass: exactly the first free places' worth of waiting fans came in.
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -195,9 +197,8 @@ class LineMachine(RuleBasedStateMachine):
     @rule(server=st.integers(0, 1))
     def admission_pass(self, server: int) -> None:
         before = self.world.run(self._admitted_numbers())
-        for _ in range(100):  # a trigger's pass may hold the job's lock
-            if self.world.run(self.world.apps[server].ctx.jobs.run_now(ADMIT_JOB)).ran:
-                break
+        ran = self.world.run(self.world.apps[server].ctx.jobs.run_now(ADMIT_JOB)).ran
+        assert ran, "no other pass runs here: the job's lock is free"
         self._after_pass(admitted_before=before)
 
     # -- what must hold --------------------------------------------------------
@@ -308,6 +309,10 @@ def test_the_line_matches_its_model_under_random_interleavings(
                     start_jobs=False,
                 )
                 await app.start()
+                # Passes run only as steps (and inside SetAdmission): a trigger's
+                # pass landing in the middle of a check would make the run
+                # depend on timing. The trigger has tests of its own.
+                app.ctx.queue.on_places_freed = None
                 channel = grpc.aio.insecure_channel(app.address)
                 world.apps.append(app)
                 world.channels.append(channel)
@@ -326,6 +331,8 @@ def test_the_line_matches_its_model_under_random_interleavings(
                 max_examples=25,
                 stateful_step_count=25,
                 deadline=None,
+                # The same runs every time, so CI never flakes; CONCERT_FUZZ_RANDOM=1 hunts.
+                derandomize=not os.environ.get("CONCERT_FUZZ_RANDOM"),
                 suppress_health_check=[HealthCheck.too_slow],
             )
             LineMachine.TestCase().runTest()

@@ -356,3 +356,79 @@ def test_every_query_in_server_is_parameterised() -> None:
     for path in files:
         found += unparameterised_queries(path.read_text(), path.name)
     assert not found, "\n".join(found)
+
+
+async def test_credentials_decode_strictly(app: App, stubs: Stubs) -> None:
+    """The standard base64 decoder skipped stray characters: `token + "!!"` was the token."""
+    from server import base64url
+
+    fan = await admitted_fan(stubs)
+    browse = concert_pb2.ListConcertsRequest()
+    payload, _, mac = fan.token.partition(".")
+    # The last character of the MAC changed within its unused low bits: same bytes
+    # to a lenient decoder, another spelling to a strict one.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    tweaked = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    for variant in (
+        fan.token + "!!",
+        f"{payload}.{mac}==",
+        f"{payload}.{tweaked}",
+    ):
+        code = await _code(stubs.concert.ListConcerts(browse, metadata=bearer(variant)))
+        assert code == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"), variant
+    code = await _code(
+        stubs.queue.IssueToken(queue_pb2.IssueTokenRequest(session_token=fan.session_token + "!!"))
+    )
+    assert code == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    for bad in ("a", "ab!c", "abc=", "a b"):
+        with pytest.raises(ValueError):
+            base64url.decode(bad)
+    assert base64url.decode(base64url.encode(b"\x00\xff\x10")) == b"\x00\xff\x10"
+
+
+async def test_a_protected_change_checks_the_stored_token_against_the_claims(
+    app: App, stubs: Stubs
+) -> None:
+    """Claims signed with our key but naming another user for a real token id (what a
+    leaked key would mint) pass the gate, and change nothing."""
+    world = await booked_world(app, stubs)
+    victim = await admitted_fan(stubs)
+    claims = read_queue_token(app.ctx.signer, victim.token)
+    assert claims is not None
+    intruder = await new_fan(stubs)
+    minted = sign_queue_token(
+        app.ctx.signer,
+        QueueToken(
+            claims.token_id, uuid.UUID(intruder.user_id), claims.queue_number, claims.expire_time
+        ),
+    )
+    code = await _code(
+        stubs.reservation.ReserveSeat(
+            reservation_pb2.ReserveSeatRequest(date_id=world.date_id, seat_number=5),
+            metadata=bearer(minted),
+        )
+    )
+    assert code == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    await assert_invariants(app)
+
+
+async def test_a_paid_token_is_refused_after_a_restart(
+    app: App, stubs: Stubs, database_url: str
+) -> None:
+    from server.app import build_app
+
+    world = await booked_world(app, stubs)  # its fan paid: the token is used up
+    again = await build_app(
+        app.ctx.settings, database_url=database_url, clock=app.ctx.clock, start_jobs=False
+    )
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(again.address) as channel:
+            code = await _code(
+                Stubs.on(channel).concert.ListConcerts(
+                    concert_pb2.ListConcertsRequest(), metadata=world.fan.metadata
+                )
+            )
+    finally:
+        await again.stop(grace=0.5)
+    assert code == (grpc.StatusCode.FAILED_PRECONDITION, "TOKEN_COMPLETED")
