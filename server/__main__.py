@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         default="serve",
         choices=("serve", "migrate", "seed-demo", "healthcheck", "check"),
     )
+    parser.add_argument(
+        "--service",
+        default="",
+        help="healthcheck: the health service name (liveness, readiness; default readiness)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "healthcheck":
         from server.observability.healthcheck import check_health
 
-        return check_health(settings)
+        return check_health(settings, service=args.service)
     try:
         database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
     except EmbeddedPostgresUnavailable as exc:

@@ -100,6 +100,14 @@ SERVICES = tuple(
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
+# grpc.health.v1 service names (docs/deploy.md). Liveness says the process
+# works: it answers while the database is down (restarting the pod would not
+# bring PostgreSQL back, and a fleet restarting at once crash-loops). Readiness
+# adds the database and the queue's LISTEN connection; "" and every concert.v1
+# service name answer as readiness does.
+LIVENESS = "liveness"
+READINESS = "readiness"
+
 
 @dataclass
 class App:
@@ -109,7 +117,10 @@ class App:
     port: int
     start_jobs: bool
     metrics_port: int | None = None  # where /metrics is served, when it is
-    probe: DatabaseProbe | None = None  # flips health with the database
+    probe: DatabaseProbe | None = None  # flips readiness with the database
+    # Plaintext health only, on CONCERT_HEALTH_LISTEN: probes that work whatever TLS says.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -120,22 +131,28 @@ class App:
         if self.ctx.settings.metrics_listen:
             self.metrics_port = self.ctx.metrics.serve(self.ctx.settings.metrics_listen)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         for hook in self.ctx.on_start:
             await hook()
         if self.start_jobs:
             self.ctx.jobs.start()
-        await self._set_serving(True)
-        self.probe = DatabaseProbe(self.ctx.pool, self._set_serving)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_ready(True)
+        queue = self.ctx.queue
+        self.probe = DatabaseProbe(
+            self.ctx.pool, self._set_ready, also_ready=lambda: queue.listening
+        )
         self.probe.start()
         log.info("serving concert.v1 on %s", self.address)
 
-    async def _set_serving(self, serving: bool) -> None:
+    async def _set_ready(self, ready: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if serving
+            if ready
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", READINESS, *SERVICE_NAMES):
             await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -146,6 +163,8 @@ class App:
         await self.health.enter_graceful_shutdown()
         self.ctx.jobs.stop()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for hook in reversed(self.ctx.on_stop):
             await hook()
         await self.ctx.pool.close()
@@ -219,12 +238,39 @@ async def build_app(
             port = server.add_secure_port(settings.listen, credentials)
         if port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
-        return App(ctx=ctx, server=server, health=health, port=port, start_jobs=start_jobs)
+        health_server, health_port = _health_server(settings, health)
+        return App(
+            ctx=ctx,
+            server=server,
+            health=health,
+            port=port,
+            start_jobs=start_jobs,
+            health_server=health_server,
+            health_port=health_port,
+        )
     except BaseException:
         await pool.close()
         if replica_pool is not None:
             await replica_pool.close()
         raise
+
+
+def _health_server(
+    settings: Settings, health: HealthServicer
+) -> tuple[grpc.aio.Server | None, int | None]:
+    """grpc.health.v1 alone, plaintext, on CONCERT_HEALTH_LISTEN (unset: none).
+
+    Kubernetes' gRPC probes speak no TLS: with TLS (or mutual TLS) on the
+    service port, the probes use this port, which tells nothing but health.
+    """
+    if not settings.health_listen:
+        return None, None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(settings.health_listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.health_listen}")
+    return server, port
 
 
 def _install_idempotency_pruning(ctx: ServiceContext) -> None:

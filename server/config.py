@@ -48,6 +48,8 @@ class Settings:
     seed_demo: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    # HOST:PORT of a plaintext grpc.health.v1 server for probes; None: health on `listen` only.
+    health_listen: str | None = None
     # HOST:PORT of the Prometheus /metrics endpoint; None: not served.
     metrics_listen: str | None = None
     # TLS (PEM files): cert and key together serve TLS only; a client CA also
@@ -203,6 +205,7 @@ _SPECS = (
     _Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
     _Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
     _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
+    _Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
     _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
     _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
     _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),

@@ -1,4 +1,4 @@
-"""Health follows the database: a cheap periodic ping flips NOT_SERVING and back.
+"""Readiness follows the database: a cheap periodic ping flips NOT_SERVING and back.
 
 Without it, a server whose PostgreSQL is down still reports SERVING, and load
 balancers keep sending calls that can only fail. One `SELECT 1` per interval,
@@ -32,11 +32,14 @@ class DatabaseProbe:
         *,
         interval: float = PROBE_INTERVAL_SECONDS,
         timeout: float = PROBE_TIMEOUT_SECONDS,
+        also_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         # open_pool always passes the URL as a string.
         assert isinstance(pool.conninfo, str)
         self._conninfo: str = pool.conninfo
         self._on_change = on_change
+        # What else readiness needs, checked each tick (the queue's LISTEN connection).
+        self._also_ready = also_ready
         self._interval = interval
         self._timeout = timeout
         self._task: asyncio.Task[None] | None = None
@@ -76,11 +79,11 @@ class DatabaseProbe:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            reachable = await self.ping()
+            reachable = await self.ping() and self._also_ready()
             if reachable != self.reachable:
                 self.reachable = reachable
                 if reachable:
-                    log.warning("database reachable again: SERVING")
+                    log.warning("database and queue notifier reachable again: ready")
                 else:
-                    log.warning("database unreachable: NOT_SERVING until it answers")
+                    log.warning("database or queue notifier unreachable: not ready until back")
                 await self._on_change(reachable)

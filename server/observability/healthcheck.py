@@ -1,8 +1,11 @@
-"""`python -m server healthcheck`: asks this container's server for its health.
+"""`python -m server healthcheck [--service liveness|readiness]`: asks this container's server.
 
-For Docker's HEALTHCHECK (Kubernetes uses its native gRPC probe instead). It
-calls grpc.health.v1.Health/Check on CONCERT_LISTEN's port over loopback and
-exits 0 only for SERVING: 1 for NOT_SERVING (draining) or no answer in time.
+For Docker's HEALTHCHECK and exec probes (Kubernetes' native gRPC probes work
+too). It calls grpc.health.v1.Health/Check over loopback, on
+CONCERT_HEALTH_LISTEN's plaintext port when set (so it works whatever TLS the
+service port speaks), else on CONCERT_LISTEN's, and exits 0 only for SERVING:
+1 for NOT_SERVING (draining, or not ready) or no answer in time. The default
+service "" answers as readiness does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def loopback_target(listen: str) -> str:
 
 
 def check_health(settings: Settings, *, service: str = "", timeout: float = 3.0) -> int:
-    target = loopback_target(settings.listen)
+    target = loopback_target(settings.health_listen or settings.listen)
     try:
         with grpc.insecure_channel(target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(

@@ -154,6 +154,8 @@ class QueueRuntime:
         self._streams: dict[uuid.UUID, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
+        # True while the LISTEN connection is up: readiness needs it (server/app.py).
+        self.listening = False
         # Counters for tests and logs.
         self.state_reads = 0
         self.notifications = 0
@@ -265,6 +267,7 @@ class QueueRuntime:
                 async with conn:
                     await conn.execute(f"LISTEN {store.CHANNEL}")
                     self._listening.set()
+                    self.listening = True
                     await self._reread(conn)  # changes made before LISTEN took effect
                     loop = asyncio.get_running_loop()
                     reread_at = loop.time() + SAFETY_REREAD_SECONDS
@@ -283,6 +286,7 @@ class QueueRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.listening = False
                 log.warning("queue listener lost its connection; reconnecting", exc_info=True)
                 await asyncio.sleep(_RECONNECT_SECONDS)
 

@@ -13,7 +13,7 @@ from server.observability.healthcheck import loopback_target
 from tests.support import free_port
 
 
-async def healthcheck(listen: str) -> tuple[int, str]:
+async def healthcheck(listen: str, *args: str) -> tuple[int, str]:
     # A child process, awaited without blocking: the server runs on this loop.
     env = {**os.environ, "CONCERT_LISTEN": listen}
     env.pop("CONCERT_DATABASE_URL", None)
@@ -22,6 +22,7 @@ async def healthcheck(listen: str) -> tuple[int, str]:
         "-m",
         "server",
         "healthcheck",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -40,6 +41,9 @@ async def test_healthy_while_serving_unhealthy_once_draining(app: App) -> None:
     code, output = await healthcheck(listen)
     assert code == 1
     assert "NOT_SERVING" in output
+    # Liveness is asked for by name, and does not follow readiness.
+    code, output = await healthcheck(listen, "--service", "liveness")
+    assert code == 0, output
 
 
 async def test_unhealthy_when_nothing_listens() -> None:

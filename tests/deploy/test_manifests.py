@@ -69,14 +69,17 @@ def server_container() -> dict[str, Any]:
     return dict(container)
 
 
-def test_deployment_probes_use_grpc_health_on_the_served_port() -> None:
+def test_deployment_probes_use_grpc_health_on_the_health_port() -> None:
     container = server_container()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     config = find("ConfigMap", "concert-config")["data"]
     assert int(config["CONCERT_LISTEN"].rpartition(":")[2]) == ports["grpc"]
     assert int(config["CONCERT_METRICS_LISTEN"].rpartition(":")[2]) == ports["metrics"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+    assert int(config["CONCERT_HEALTH_LISTEN"].rpartition(":")[2]) == ports["health"]
+    services = {"startupProbe": "liveness", "readinessProbe": "readiness"}
+    services["livenessProbe"] = "liveness"
+    for probe, service in services.items():
+        assert container[probe]["grpc"] == {"port": ports["health"], "service": service}, probe
 
 
 def test_shutdown_fits_in_the_termination_grace_period() -> None:

@@ -1,0 +1,92 @@
+"""Health that means the right thing: liveness is the process, readiness adds the database.
+
+On a PostgreSQL of the test's own, stopped for a minute under a running server:
+liveness stays SERVING the whole time (a probe that restarted every pod would
+not bring the database back), readiness turns NOT_SERVING, and is SERVING again
+once the database returns, with no restart. Checked on the plaintext health
+port (CONCERT_HEALTH_LISTEN), the one the manifests' probes use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import tests.clusters
+from server.app import LIVENESS, READINESS, build_app
+from server.clock import FakeClock
+from server.config import Settings
+from server.db.embedded import EmbeddedCluster
+from server.db.migrate import migrate
+
+pytestmark = pytest.mark.slow
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+OUTAGE_SECONDS = 60
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[EmbeddedCluster]:
+    with tests.clusters.own_cluster() as cluster:
+        yield cluster
+
+
+async def _status(target: str, service: str) -> int | None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5
+            )
+        except grpc.aio.AioRpcError:
+            return None
+    return int(reply.status)
+
+
+async def _until(target: str, service: str, status: int, seconds: float = 30) -> None:
+    for _ in range(int(seconds * 4)):
+        if await _status(target, service) == status:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{service} never became {status}")
+
+
+async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
+    own_cluster: EmbeddedCluster, settings: Settings, clock: FakeClock
+) -> None:
+    async with await psycopg.AsyncConnection.connect(own_cluster.url, autocommit=True) as conn:
+        await migrate(conn)
+    app = await build_app(
+        settings.replace(health_listen="127.0.0.1:0"),
+        database_url=own_cluster.url,
+        clock=clock,
+        start_jobs=False,
+    )
+    await app.start()
+    try:
+        health = f"127.0.0.1:{app.health_port}"
+        assert await _status(health, LIVENESS) == SERVING
+        assert await _status(health, READINESS) == SERVING
+        assert await _status(health, "") == SERVING
+
+        own_cluster.pg_ctl("-w", "stop", "-m", "fast")
+        await _until(health, READINESS, NOT_SERVING)
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        while loop.time() - stopped_at < OUTAGE_SECONDS:
+            assert await _status(health, LIVENESS) == SERVING
+            assert await _status(health, READINESS) == NOT_SERVING
+            await asyncio.sleep(5)
+
+        own_cluster.start()
+        await _until(health, READINESS, SERVING)
+        assert await _status(health, LIVENESS) == SERVING
+        assert app.ctx.queue.listening  # the notifier reconnected as well
+    finally:
+        await app.stop(grace=0.5)
+    # A graceful stop turns everything NOT_SERVING first (checked in test_faults).
