@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from server.background import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_SECONDS = 1.0
@@ -69,11 +71,8 @@ class DatabaseProbe:
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="db-probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._close()
 
     async def _watch(self) -> None:

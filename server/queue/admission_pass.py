@@ -21,13 +21,13 @@ own transaction. Running it twice is harmless: the second finds nothing to do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from psycopg import AsyncConnection
 
+from server.background import cancel_and_wait
 from server.clock import Clock
 from server.jobs import JobFunction
 from server.queue import store
@@ -108,11 +108,8 @@ class AdmissionTrigger:
         self._task = asyncio.create_task(self._loop(), name="queue-admission-trigger")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
