@@ -1,4 +1,4 @@
-"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck|check]`.
+"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck|check|rotate-key]`.
 
 Configuration comes from CONCERT_* environment variables (see server.config);
 a bad value stops the process with a one-line error and exit code 2.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "migrate", "seed-demo", "healthcheck", "check"),
+        choices=("serve", "migrate", "seed-demo", "healthcheck", "check", "rotate-key"),
     )
     parser.add_argument(
         "--service",
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_seed_demo(settings, database_url))
     if args.command == "check":
         return asyncio.run(_check(settings, database_url))
+    if args.command == "rotate-key":
+        return asyncio.run(_rotate_key(settings, database_url))
     if settings.workers > 1:
         from server.workers import run_workers
 
@@ -118,6 +120,34 @@ async def _check(settings: Settings, database_url: str) -> int:
     violated = len(report.violated)
     print(f"{len(report.findings) - violated} invariant(s) hold, {violated} violated")
     return 1 if violated else 0
+
+
+async def _rotate_key(settings: Settings, database_url: str) -> int:
+    """Add the next signing key (server/signing.py); retire the ones no credential needs."""
+    from datetime import timedelta
+
+    import psycopg
+
+    from server.clock import SystemClock
+    from server.db.migrate import migrate
+    from server.signing import rotate_signing_key
+
+    if settings.signing_keys_file is not None:
+        print(
+            "error: the signing keys come from CONCERT_SIGNING_KEYS_FILE: rotate them there",
+            file=sys.stderr,
+        )
+        return 2
+    # A credential signed by a key just superseded lives at most this long.
+    keep_for = timedelta(seconds=max(settings.session_ttl_seconds, settings.token_ttl_seconds))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await migrate(conn)
+        rotation = await rotate_signing_key(conn, SystemClock(), keep_for)
+    print(
+        f"signing key {rotation.kid} added: it signs from {rotation.active_from.isoformat()}"
+        f" (every server learns it before then); retired: {rotation.retired or 'none'}"
+    )
+    return 0
 
 
 async def _seed_demo(settings: Settings, database_url: str) -> int:

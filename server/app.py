@@ -8,6 +8,7 @@ await app.stop()       # NOT_SERVING, refuse new calls, drain, close the pool
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,9 +30,10 @@ from concert.v1 import (
 )
 from server import api
 from server.admin_auth import AdminKeyLayer
+from server.background import cancel_and_wait
 from server.booking.install import install_booking
 from server.clock import Clock, SystemClock
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.context import ServiceContext
 from server.db.migrate import migrate
 from server.db.pool import open_pool
@@ -50,7 +52,13 @@ from server.security.request_limits import (
 )
 from server.security.text import RequestTextLayer
 from server.security.tls import server_credentials
-from server.signing import Signer, load_signing_key
+from server.signing import (
+    KEY_RELOAD_SECONDS,
+    Signer,
+    load_signing_keys,
+    read_keys_file,
+    read_signing_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +129,7 @@ class App:
     # Plaintext health only, on CONCERT_HEALTH_LISTEN: probes that work whatever TLS says.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    key_reload: asyncio.Task[None] | None = None  # database signing keys, re-read
 
     @property
     def address(self) -> str:
@@ -137,6 +146,10 @@ class App:
             await hook()
         if self.start_jobs:
             self.ctx.jobs.start()
+        if self.ctx.settings.signing_keys_file is None:
+            self.key_reload = asyncio.create_task(
+                _keep_signing_keys_current(self.ctx), name="signing-keys"
+            )
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready(True)
         queue = self.ctx.queue
@@ -160,6 +173,7 @@ class App:
         grace = self.ctx.settings.shutdown_grace_seconds if grace is None else grace
         if self.probe is not None:
             await self.probe.stop()
+        await cancel_and_wait(self.key_reload)
         await self.health.enter_graceful_shutdown()
         self.ctx.jobs.stop()
         await self.server.stop(grace)
@@ -193,7 +207,7 @@ async def build_app(
             )
         async with pool.connection() as conn:
             await migrate(conn)
-            signer = Signer(await load_signing_key(conn, clock))
+            signer = await _signer(conn, settings, clock)
         ctx = ServiceContext(
             settings=settings,
             pool=pool,
@@ -253,6 +267,35 @@ async def build_app(
         if replica_pool is not None:
             await replica_pool.close()
         raise
+
+
+async def _signer(conn: AsyncConnection, settings: Settings, clock: Clock) -> Signer:
+    signer = Signer()
+    if settings.signing_keys_file is not None:
+        try:
+            keys, current = read_keys_file(settings.signing_keys_file)
+            signer.use(keys, current=current)
+        except ValueError as exc:
+            raise ConfigError(f"CONCERT_SIGNING_KEYS_FILE: {exc}") from None
+    else:
+        signer.use(await load_signing_keys(conn, clock), now=clock.now())
+    return signer
+
+
+async def _keep_signing_keys_current(ctx: ServiceContext) -> None:
+    """Database keys: re-read them, so a rotated key is known here before it signs."""
+    while True:
+        await asyncio.sleep(KEY_RELOAD_SECONDS)
+        try:
+            await reload_signing_keys(ctx)
+        except Exception:
+            log.warning("could not re-read the signing keys; keeping the ones known", exc_info=True)
+
+
+async def reload_signing_keys(ctx: ServiceContext) -> None:
+    async with ctx.pool.connection() as conn:
+        keys = await read_signing_keys(conn)
+    ctx.signer.use(keys, now=ctx.clock.now())
 
 
 def _health_server(

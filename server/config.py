@@ -61,6 +61,8 @@ class Settings:
     max_concurrent_calls: int = 20_000
     # How long AIP-155 request ids replay their first answer (server/idempotency.py).
     idempotency_ttl_hours: int = 24
+    # Signing keys from a file (a mounted secret) instead of the database (server/signing.py).
+    signing_keys_file: Path | None = None
     # Proxies whose x-forwarded-for names the client (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -206,6 +208,7 @@ _SPECS = (
     _Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
     _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
     _Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
+    _Spec("CONCERT_SIGNING_KEYS_FILE", "signing_keys_file", _readable_file),
     _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
     _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
     _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),

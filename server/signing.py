@@ -1,16 +1,36 @@
-"""HMAC signing for the credentials the service hands out.
+"""HMAC signing for the credentials the service hands out, with rotating keys.
 
-Session credentials and queue tokens are `base64url(payload).base64url(mac)`:
-opaque to clients, unforgeable without the server secret, and checked with one
-HMAC and no database read. The secret lives in the database (server_secrets)
-so every server process against it signs and verifies alike.
+Session credentials and queue tokens are `<kid>.<base64url payload>.<base64url mac>`:
+opaque to clients, unforgeable without the key, checked with one HMAC and no
+database read. The MAC covers the purpose, the key id and the payload.
+Credentials from before key ids (`<payload>.<mac>`) verify with key "0", the
+one secret the database held until migration 0007, until they expire.
+
+Keys come from one of two places:
+
+- the database (`signing_keys`, the default): every process against it signs
+  and verifies alike. `python -m server rotate-key` adds a key that becomes the
+  signing key KEY_ACTIVATION_DELAY later (every process re-reads the keys every
+  KEY_RELOAD_SECONDS, so all of them know a key before any credential carries
+  it), and deletes the keys superseded longer ago than credentials live, so a
+  credential verifies until it expires.
+- a file (`CONCERT_SIGNING_KEYS_FILE`, a mounted secret): lines `<kid> <base64url
+  key>`, the first one signs, the others only verify. Then nothing secret is in
+  the database, and a dump or a replica cannot mint tokens. Rotation is
+  editing the file: add the new key below, roll out, move it to the top, roll
+  out, drop the old one after a credential lifetime.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from psycopg import AsyncConnection
 
@@ -19,47 +39,167 @@ from server.clock import Clock
 from server.db.locks import LockNamespace
 
 _SEPARATOR = "."
+LEGACY_KID = "0"
+KEY_ACTIVATION_DELAY = timedelta(seconds=60)
+KEY_RELOAD_SECONDS = 20.0
+_KID = re.compile(r"[A-Za-z0-9_-]{1,16}")
+MIN_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    secret: bytes
+    active_from: datetime
 
 
 class Signer:
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 32:
-            raise ValueError("signing key must be at least 32 bytes")
-        self._key = key
+    """Signs with the current key, verifies with every key it knows."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        """Signer(key): one key, signing at once (tests, tools); Signer(): keys come by use()."""
+        self._keys: dict[str, bytes] = {}
+        self.current_kid = ""
+        if key is not None:
+            self.use([SigningKey("1", key, datetime.min.replace(tzinfo=UTC))], current="1")
+
+    def use(
+        self, keys: Iterable[SigningKey], *, now: datetime | None = None, current: str | None = None
+    ) -> None:
+        """Adopt a key set: `current` signs, or else the newest key active at `now`."""
+        known = list(keys)
+        for key in known:
+            if len(key.secret) < MIN_KEY_BYTES:
+                raise ValueError(f"signing key {key.kid!r} must be at least 32 bytes")
+            if not _KID.fullmatch(key.kid):
+                raise ValueError(f"signing key id {key.kid!r}: 1 to 16 of A-Z a-z 0-9 _ -")
+        if current is None:
+            active = [k for k in known if now is None or k.active_from <= now]
+            if not active:
+                raise ValueError("no signing key is active yet")
+            current = max(active, key=lambda k: k.active_from).kid
+        self._keys = {key.kid: key.secret for key in known}
+        if current not in self._keys:
+            raise ValueError(f"no signing key {current!r}")
+        self.current_kid = current
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
 
     def sign(self, purpose: str, payload: bytes) -> str:
         """An opaque string carrying payload, bound to a purpose ('session', 'queue')."""
-        mac = self._mac(purpose, payload)
-        return base64url.encode(payload) + _SEPARATOR + base64url.encode(mac)
+        kid = self.current_kid
+        mac = _mac(self._keys[kid], purpose, kid, payload)
+        return _SEPARATOR.join((kid, base64url.encode(payload), base64url.encode(mac)))
 
     def verify(self, purpose: str, credential: str) -> bytes | None:
-        """The payload if the credential was signed by us for this purpose, else None."""
-        encoded_payload, sep, encoded_mac = credential.partition(_SEPARATOR)
-        if not sep or not encoded_payload or not encoded_mac:
+        """The payload if the credential was signed by a key we know for this purpose, else None."""
+        parts = credential.split(_SEPARATOR)
+        if len(parts) == 3:
+            kid, encoded_payload, encoded_mac = parts
+        elif len(parts) == 2:  # before key ids: key "0", MAC without a kid
+            kid, (encoded_payload, encoded_mac) = LEGACY_KID, parts
+        else:
+            return None
+        secret = self._keys.get(kid)
+        if secret is None or not encoded_payload or not encoded_mac:
             return None
         try:
             payload = base64url.decode(encoded_payload)
             mac = base64url.decode(encoded_mac)
         except ValueError:
             return None
-        if not hmac.compare_digest(mac, self._mac(purpose, payload)):
+        expected = (
+            _mac(secret, purpose, kid, payload)
+            if len(parts) == 3
+            else _legacy_mac(secret, purpose, payload)
+        )
+        if not hmac.compare_digest(mac, expected):
             return None
         return payload
 
-    def _mac(self, purpose: str, payload: bytes) -> bytes:
-        return hmac.new(self._key, purpose.encode() + b"\0" + payload, hashlib.sha256).digest()
+
+def _mac(secret: bytes, purpose: str, kid: str, payload: bytes) -> bytes:
+    message = purpose.encode() + b"\0" + kid.encode() + b"\0" + payload
+    return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-async def load_signing_key(conn: AsyncConnection, clock: Clock, name: str = "signing") -> bytes:
-    """The shared secret, created by whichever process asks first."""
+def _legacy_mac(secret: bytes, purpose: str, payload: bytes) -> bytes:
+    return hmac.new(secret, purpose.encode() + b"\0" + payload, hashlib.sha256).digest()
+
+
+# -- where keys come from ------------------------------------------------------------
+
+
+def read_keys_file(path: Path) -> tuple[list[SigningKey], str]:
+    """CONCERT_SIGNING_KEYS_FILE: `<kid> <base64url key>` per line; the first one signs."""
+    keys = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            kid, encoded = line.split()
+            secret = base64url.decode(encoded)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: expected '<kid> <base64url key>'") from None
+        keys.append(SigningKey(kid, secret, datetime.min.replace(tzinfo=UTC)))
+    if not keys:
+        raise ValueError(f"{path}: no signing key")
+    return keys, keys[0].kid
+
+
+async def load_signing_keys(conn: AsyncConnection, clock: Clock) -> list[SigningKey]:
+    """The database's keys; the first process against an empty table creates one."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (int(LockNamespace.SECRETS),))
-        await conn.execute(
-            "INSERT INTO server_secrets (name, value, created_at) VALUES (%s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING",
-            (name, secrets.token_bytes(32), clock.now()),
+        await _first_key(conn, clock.now())
+        return await read_signing_keys(conn)
+
+
+async def _first_key(conn: AsyncConnection, now: datetime) -> None:
+    """Key "1", signing at once, when there is none (under the secrets lock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (int(LockNamespace.SECRETS),))
+    await conn.execute(
+        "INSERT INTO signing_keys (kid, secret, created_at, active_from)"
+        " SELECT '1', %s, %s, %s WHERE NOT EXISTS (SELECT FROM signing_keys)",
+        (secrets.token_bytes(32), now, now - timedelta(seconds=1)),
+    )
+
+
+async def read_signing_keys(conn: AsyncConnection) -> list[SigningKey]:
+    cursor = await conn.execute("SELECT kid, secret, active_from FROM signing_keys")
+    return [SigningKey(row[0], bytes(row[1]), row[2]) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class Rotation:
+    kid: str
+    active_from: datetime
+    retired: list[str]
+
+
+async def rotate_signing_key(conn: AsyncConnection, clock: Clock, keep_for: timedelta) -> Rotation:
+    """Add a key that signs from KEY_ACTIVATION_DELAY on; delete the keys superseded
+    longer than `keep_for` ago (no credential they signed is still valid)."""
+    async with conn.transaction():
+        now = clock.now()
+        await _first_key(conn, now)  # a key signs now, whatever the rotation adds
+        cursor = await conn.execute(
+            "SELECT coalesce(max(kid::bigint), 0) + 1 FROM signing_keys WHERE kid ~ '^[0-9]+$'"
         )
-        cursor = await conn.execute("SELECT value FROM server_secrets WHERE name = %s", (name,))
         row = await cursor.fetchone()
-    assert row is not None
-    return bytes(row[0])
+        assert row is not None
+        kid, active_from = str(row[0]), now + KEY_ACTIVATION_DELAY
+        await conn.execute(
+            "INSERT INTO signing_keys (kid, secret, created_at, active_from)"
+            " VALUES (%s, %s, %s, %s)",
+            (kid, secrets.token_bytes(32), now, active_from),
+        )
+        cursor = await conn.execute(
+            "DELETE FROM signing_keys old WHERE EXISTS ("
+            "  SELECT FROM signing_keys newer WHERE newer.active_from > old.active_from"
+            "   AND newer.active_from <= %s) RETURNING kid",
+            (now - keep_for,),
+        )
+        retired = sorted(row[0] for row in await cursor.fetchall())
+    return Rotation(kid, active_from, retired)

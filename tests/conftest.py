@@ -27,8 +27,8 @@ from server.db.embedded import open_cluster
 from server.db.migrate import migrate
 from tests.support import TEST_ADMIN_KEY, Stubs
 
-# Tables whose rows survive between tests: the schema record and the signing key.
-_KEPT_TABLES = {"schema_migrations", "server_secrets"}
+# Tables whose rows survive between tests: the schema record and the signing keys.
+_KEPT_TABLES = {"schema_migrations", "server_secrets", "signing_keys"}
 
 
 @pytest.fixture(scope="session")

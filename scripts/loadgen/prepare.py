@@ -38,7 +38,7 @@ from concert.v1 import (
 from server.accounts.passwords import hash_password_blocking
 from server.accounts.sessions import issue_session
 from server.clock import SystemClock
-from server.signing import Signer, load_signing_key
+from server.signing import Signer, load_signing_keys
 
 PASSWORD = "bench password 1234"
 SESSION_TTL_SECONDS = 86400
@@ -99,7 +99,8 @@ async def create_fans(database_url: str, count: int, label: str, hash_cost: int)
             ) as copy:
                 for user_id, _ in users:
                     await copy.write_row((user_id, 0, now))
-        signer = Signer(await load_signing_key(conn, clock))
+        signer = Signer()
+        signer.use(await load_signing_keys(conn, clock), now=clock.now())
     return [
         Fan(str(user_id), email, issue_session(signer, user_id, now, SESSION_TTL_SECONDS)[0])
         for user_id, email in users

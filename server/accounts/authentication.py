@@ -48,26 +48,32 @@ async def authenticate_password(
 ) -> uuid.UUID:
     """The user id for a correct email and password; UNAUTHENTICATED otherwise.
 
-    The attempt is counted against the sign-in budgets before the hash
-    (server/accounts/throttle.py), so a burst cannot evaluate more guesses
-    than the budget allows; a hasher that is busy refuses at once.
+    The attempt takes a place in the hashing line, then is counted against the
+    sign-in budgets before the hash (server/accounts/throttle.py), so a burst
+    cannot evaluate more guesses than the budget allows; a full line refuses
+    at once.
     """
     email = normalise_email(email)
-    reservation = accounts.throttle.reserve(email, client_address, clock.now())
-    if not isinstance(reservation, Reservation):
-        raise ResourceExhausted(
-            "TOO_MANY_ATTEMPTS",
-            "too many failed sign-ins for this email or from this address; wait and retry",
-            retry_after_seconds=reservation,
-        )
-    try:
-        async with pool.connection() as conn:
-            found = await store.find_credentials(conn, email)
-        # The connection is back in the pool before the hash runs.
-        ok = await accounts.hasher.verify(password, found[1] if found else None)
-    except BaseException:  # not evaluated (the hasher busy, the database down): no failure
-        accounts.throttle.release(reservation)
-        raise
+    hasher, throttle = accounts.hasher, accounts.throttle
+    # A place in the hashing line first (PASSWORD_HASHING_BUSY at once if full):
+    # only calls that will be hashed count against the budgets, so a crowd of
+    # fans behind one address is refused for being many, not for failing.
+    with hasher.place():
+        reservation = throttle.reserve(email, client_address, clock.now())
+        if not isinstance(reservation, Reservation):
+            raise ResourceExhausted(
+                "TOO_MANY_ATTEMPTS",
+                "too many failed sign-ins for this email or from this address; wait and retry",
+                retry_after_seconds=reservation,
+            )
+        try:
+            async with pool.connection() as conn:
+                found = await store.find_credentials(conn, email)
+            # The connection is back in the pool before the hash runs.
+            ok = await hasher.verify_in_place(password, found[1] if found else None)
+        except BaseException:  # not evaluated (the database down, a cancel): no failure
+            throttle.release(reservation)
+            raise
     if not ok or found is None:
         raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
     accounts.throttle.succeeded(reservation)

@@ -14,8 +14,9 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 from server import base64url
@@ -97,32 +98,47 @@ class PasswordHasher:
         # an attacker cannot tell unknown emails from wrong passwords by timing.
         self._decoy: str | None = None
 
-    def _admit(self) -> None:
-        """Take a place in the bounded line, or refuse at once (the caller says busy)."""
+    @contextmanager
+    def place(self) -> Iterator[None]:
+        """A place in the bounded line, held for the block; HashingBusy at once if full.
+
+        A caller that must do other bookkeeping before it hashes (the sign-in
+        budgets) takes the place first, so nothing is counted for a call that
+        is then refused, and verify_in_place inside the block hashes in it.
+        """
         if self.in_flight >= self.max_in_flight:
             raise HashingBusy
         self.in_flight += 1
-
-    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
-        self._admit()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+            yield
         finally:
             self.in_flight -= 1
+
+    async def _execute(self, function: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+        with self.place():
+            return await self._execute(function, *args)
 
     async def hash(self, password: str) -> str:
         return await self._run(hash_password_blocking, password, self._cost)
 
     async def verify(self, password: str, stored: str | None) -> bool:
         """True if password matches stored; with stored None, costs a hash and says False."""
+        with self.place():
+            return await self.verify_in_place(password, stored)
+
+    async def verify_in_place(self, password: str, stored: str | None) -> bool:
+        """verify, by a caller that holds a place()."""
         if stored is None:
             if self._decoy is None:
-                self._decoy = await self._run(
+                self._decoy = await self._execute(
                     hash_password_blocking, secrets.token_urlsafe(16), self._cost
                 )
-            await self._run(verify_password_blocking, password, self._decoy)
+            await self._execute(verify_password_blocking, password, self._decoy)
             return False
-        return await self._run(verify_password_blocking, password, stored)
+        return await self._execute(verify_password_blocking, password, stored)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -81,8 +81,8 @@ async def test_tokens_and_sessions_cannot_be_forged_and_expire(app: App, stubs: 
 
     # Claims rewritten (another fan's id, an earlier number, a later expiry),
     # re-encoded with the original MAC; or signed with a key that is not ours.
-    mac = fan.token.partition(".")[2]
-    other_payload = other.token.partition(".")[0]
+    mac = fan.token.rpartition(".")[2]
+    other_payload = other.token.rpartition(".")[0]  # its key id and payload
     stranger = Signer(b"k" * 32)
     forgeries = {
         "other fan's claims, this MAC": f"{other_payload}.{mac}",
@@ -222,7 +222,7 @@ async def test_no_password_token_or_key_reaches_the_log(
         )
     )
     async with app.ctx.pool.connection() as conn:
-        cursor = await conn.execute("SELECT value FROM server_secrets")
+        cursor = await conn.execute("SELECT secret FROM signing_keys")
         signing_keys = [bytes(row[0]) for row in await cursor.fetchall()]
     secrets = [
         *SECRET_MARKERS,
@@ -233,8 +233,8 @@ async def test_no_password_token_or_key_reaches_the_log(
         TEST_ADMIN_KEY,
         *(key.hex() for key in signing_keys),
     ]
-    # Every part of a token too: its payload and its MAC.
-    secrets += [part for token in (fan.token, fan.session_token) for part in token.split(".")]
+    # Every part of a token too: its payload and its MAC (not the key id: "1").
+    secrets += [part for token in (fan.token, fan.session_token) for part in token.split(".")[1:]]
     formatter = JsonFormatter()
     text = "\n".join(formatter.format(record) for record in caplog.records)
     assert len(caplog.records) > 20  # the calls were logged (one DEBUG line per call)
@@ -364,7 +364,7 @@ async def test_credentials_decode_strictly(app: App, stubs: Stubs) -> None:
 
     fan = await admitted_fan(stubs)
     browse = concert_pb2.ListConcertsRequest()
-    payload, _, mac = fan.token.partition(".")
+    payload, _, mac = fan.token.rpartition(".")  # payload: the key id and the payload
     # The last character of the MAC changed within its unused low bits: same bytes
     # to a lenient decoder, another spelling to a strict one.
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
