@@ -210,7 +210,7 @@ async def _scenario(
                         "workers": workers,
                         "concurrency": options.concurrency,
                     }
-                    if scenario == "storm":
+                    if scenario in ("storm", "junk-storm"):
                         # The KDF's own limit, measured now, on this machine, server idle.
                         seconds = measure_hash_seconds(options.hash_cost)
                         extra["hash_seconds"] = seconds

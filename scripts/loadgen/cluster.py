@@ -199,6 +199,9 @@ def server(
         "CONCERT_WORKERS": str(workers),
         "CONCERT_ADMIN_KEY": ADMIN_KEY,
         "CONCERT_SEED_DEMO": "false",
+        # The load generator plays a proxy on loopback: the junk storm names its
+        # callers' addresses in x-forwarded-for (the per-address budgets).
+        "CONCERT_TRUSTED_PROXIES": "127.0.0.1",
         "CONCERT_LOG_LEVEL": "WARNING",
         "CONCERT_SHUTDOWN_GRACE_SECONDS": "5",
         **(extra_env or {}),

@@ -297,6 +297,48 @@ async def on_sale_day(setup: Setup) -> list[dict[str, Any]]:
     ]
 
 
+# The junk storm: real fans sign in at this rate beside it, each from an address
+# of its own (x-forwarded-for through the bench's trusted loopback "proxy").
+JUNK_LEGIT_RATE = 5.0
+JUNK_LEGIT_CONCURRENCY = 8
+SIGN_IN = "/concert.v1.AccountService/SignIn"
+
+
+async def junk_storm(setup: Setup) -> list[dict[str, Any]]:
+    """Junk SignIns (unknown emails, wrong passwords) at full concurrency, each from
+    an address of its own (a botnet: no budget stops them), while real fans sign in
+    at JUNK_LEGIT_RATE from theirs and a probe polls GetQueueStatus. Addresses are
+    header values only (RFC 2544's benchmarking range): no traffic leaves loopback."""
+    fans = await _password_fans(setup)
+    junk = [
+        call(
+            account_pb2.SignInRequest(email=f"junk-{i}@example.invalid", password="not it, no"),
+            (("x-forwarded-for", f"198.18.{i // 250 % 250}.{i % 250 + 1}"),),
+        )
+        for i in range(setup.options.requests)
+    ]
+    legit = [
+        call(
+            account_pb2.SignInRequest(email=f.email, password=PASSWORD),
+            (("x-forwarded-for", f"192.0.2.{i % 250 + 1}"),),
+        )
+        for i, f in enumerate(fans)
+    ]
+    fan_phase = phase("SignIn (legit, during junk)", SIGN_IN, legit, setup.options)
+    fan_phase.update(concurrency=JUNK_LEGIT_CONCURRENCY, rate=JUNK_LEGIT_RATE, requests=10_000_000)
+    [probe] = await get_queue_status(setup)
+    probe.update(
+        name="GetQueueStatus (during junk)",
+        concurrency=STORM_PROBE_CONCURRENCY,
+        rate=STORM_PROBE_RATE,
+        requests=10_000_000,
+    )
+    # The junk runs for the whole phase duration (most of it is refused at once:
+    # a count of calls would be over in a couple of seconds).
+    junk_phase = phase("SignIn (junk)", SIGN_IN, junk, setup.options, requests=10_000_000)
+    return [junk_phase, fan_phase, probe]
+
+
 Prepare = Callable[[Setup], Awaitable[list[dict[str, Any]]]]
 
 # Scenario name -> its stages, each stage a list of preparations whose phases run together.
@@ -316,6 +358,7 @@ SCENARIOS: dict[str, list[Prepare]] = {
     "methods": list(METHODS.values()),
     **{name: [prepare] for name, prepare in METHODS.items()},
     "storm": [sign_in_storm],
+    "junk-storm": [junk_storm],
     "onsale": [on_sale_day],
 }
 # Methods whose work includes no password hash (the p99 target at 16 clients).

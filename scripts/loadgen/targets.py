@@ -19,6 +19,8 @@ RATIO_CONCURRENCY = 64
 P99_CONCURRENCY = 16
 P99_LIMIT_MS = 25.0
 STORM_P99_LIMIT_MS = 50.0
+# Issue 13: a real fan's SignIn behind a junk storm, against one lone hash.
+JUNK_LEGIT_HASHES = 3.0
 KDF_FRACTION = 0.8
 RSS_LIMIT_MIB = 150.0
 SELL_OUT_LIMIT_SECONDS = 60.0
@@ -79,6 +81,28 @@ def evaluate(rows: list[Row], extras: list[dict[str, Any]]) -> str:
                 add(
                     f"GetQueueStatus p99 during the storm <= {STORM_P99_LIMIT_MS:.0f} ms",
                     workers,
+                    f"{r.p99_ms:.1f} ms",
+                    _judge(r, r.p99_ms <= STORM_P99_LIMIT_MS),
+                )
+    for extra in extras:
+        if extra["scenario"] != "junk-storm":
+            continue
+        for r in rows:
+            if r.scenario != "junk-storm" or r.workers != extra["workers"]:
+                continue
+            if r.name == "SignIn (legit, during junk)":
+                limit_ms = JUNK_LEGIT_HASHES * extra["hash_seconds"] * 1000
+                refused = r.codes.get("RESOURCE_EXHAUSTED", 0) / max(sum(r.codes.values()), 1)
+                add(
+                    f"a fan's SignIn p99 behind junk <= {JUNK_LEGIT_HASHES:.0f} x one hash",
+                    r.workers,
+                    f"{r.p99_ms:.0f} ms vs {limit_ms:.0f} ms; {refused:.0%} refused (retry 1 s)",
+                    _judge(r, r.p99_ms <= limit_ms and refused == 0),
+                )
+            if r.name == "GetQueueStatus (during junk)":
+                add(
+                    f"GetQueueStatus p99 during the junk storm <= {STORM_P99_LIMIT_MS:.0f} ms",
+                    r.workers,
                     f"{r.p99_ms:.1f} ms",
                     _judge(r, r.p99_ms <= STORM_P99_LIMIT_MS),
                 )
