@@ -58,7 +58,9 @@ class ServiceContext:
         return self.pool if self.replica_pool is None else self.replica_pool
 
     def __post_init__(self) -> None:
-        self.accounts = AccountRuntime(PasswordHasher(self.settings.password_hash_cost))
+        self.accounts = AccountRuntime(
+            PasswordHasher(self.settings.password_hash_cost), signer=self.signer
+        )
         self.queue = QueueRuntime(self.settings, self.pool, self.clock)
         self.gateway = WalletGateway(self.pool, self.clock)
         self.seat_lists = SeatListCache(timedelta(milliseconds=self.settings.seat_list_max_age_ms))

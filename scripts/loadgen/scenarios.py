@@ -307,8 +307,9 @@ SIGN_IN = "/concert.v1.AccountService/SignIn"
 async def junk_storm(setup: Setup) -> list[dict[str, Any]]:
     """Junk SignIns (unknown emails, wrong passwords) at full concurrency, each from
     an address of its own (a botnet: no budget stops them), while real fans sign in
-    at JUNK_LEGIT_RATE from theirs and a probe polls GetQueueStatus. Addresses are
-    header values only (RFC 2544's benchmarking range): no traffic leaves loopback."""
+    at JUNK_LEGIT_RATE from theirs, with the session of an earlier sign-in, and a
+    probe polls GetQueueStatus. Addresses are header values only (RFC 2544's
+    benchmarking range): no traffic leaves loopback."""
     fans = await _password_fans(setup)
     junk = [
         call(
@@ -317,9 +318,13 @@ async def junk_storm(setup: Setup) -> list[dict[str, Any]]:
         )
         for i in range(setup.options.requests)
     ]
+    # Real fans have signed in before: they send the session they got then,
+    # which keeps them a place in the hashing line.
     legit = [
         call(
-            account_pb2.SignInRequest(email=f.email, password=PASSWORD),
+            account_pb2.SignInRequest(
+                email=f.email, password=PASSWORD, previous_session_token=f.session
+            ),
             (("x-forwarded-for", f"192.0.2.{i % 250 + 1}"),),
         )
         for i, f in enumerate(fans)

@@ -8,6 +8,7 @@ timing tells which emails have accounts.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,6 +46,7 @@ async def authenticate_password(
     email: str,
     password: str,
     client_address: str,
+    previous_session: str = "",
 ) -> uuid.UUID:
     """The user id for a correct email and password; UNAUTHENTICATED otherwise.
 
@@ -55,10 +57,17 @@ async def authenticate_password(
     """
     email = normalise_email(email)
     hasher, throttle = accounts.hasher, accounts.throttle
-    # A place in the hashing line first (PASSWORD_HASHING_BUSY at once if full):
-    # only calls that will be hashed count against the budgets, so a crowd of
-    # fans behind one address is refused for being many, not for failing.
-    with hasher.place():
+    async with pool.connection() as conn:
+        found = await store.find_credentials(conn, email)
+    # The connection is back in the pool before the hash runs.
+    proven = found is not None and _proves_past_sign_in(
+        accounts.signer, previous_session, found[0], clock
+    )
+    # A place in the hashing line first (PASSWORD_HASHING_BUSY at once if full;
+    # a proven caller has places of its own): only calls that will be hashed
+    # count against the budgets, so a crowd of fans behind one address is
+    # refused for being many, not for failing.
+    with hasher.place(proven=proven):
         reservation = throttle.reserve(email, client_address, clock.now())
         if not isinstance(reservation, Reservation):
             raise ResourceExhausted(
@@ -67,17 +76,28 @@ async def authenticate_password(
                 retry_after_seconds=reservation,
             )
         try:
-            async with pool.connection() as conn:
-                found = await store.find_credentials(conn, email)
-            # The connection is back in the pool before the hash runs.
-            ok = await hasher.verify_in_place(password, found[1] if found else None)
-        except BaseException:  # not evaluated (the database down, a cancel): no failure
+            ok = await hasher.verify_in_place(password, found[1] if found else None, proven=proven)
+        except BaseException:  # not evaluated (a cancel, the executor gone): no failure
             throttle.release(reservation)
             raise
     if not ok or found is None:
         raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
     accounts.throttle.succeeded(reservation)
     return found[0]
+
+
+# How old a session credential may be and still prove a past sign-in.
+PROOF_MAX_AGE = timedelta(days=30)
+
+
+def _proves_past_sign_in(
+    signer: Signer | None, credential: str, user_id: uuid.UUID, clock: Clock
+) -> bool:
+    """A session credential of this account (even expired, up to PROOF_MAX_AGE)."""
+    if signer is None or not credential or len(credential) > 2048:
+        return False
+    session = verify_session(signer, credential, clock.now(), expired_for=PROOF_MAX_AGE)
+    return session is not None and session.user_id == user_id
 
 
 async def sign_in(
@@ -89,11 +109,14 @@ async def sign_in(
     password: str,
     session_ttl_seconds: int,
     client_address: str,
+    previous_session: str = "",
 ) -> tuple[str, Session]:
     violations = Violations()
     check_password_fields(violations, email, password)
     violations.raise_if_any()
-    user_id = await authenticate_password(pool, clock, accounts, email, password, client_address)
+    user_id = await authenticate_password(
+        pool, clock, accounts, email, password, client_address, previous_session
+    )
     return issue_session(signer, user_id, clock.now(), session_ttl_seconds)
 
 

@@ -33,8 +33,11 @@ def issue_session(
     return signer.sign(PURPOSE, payload), Session(user_id, expire_time)
 
 
-def verify_session(signer: Signer, credential: str | None, now: datetime) -> Session | None:
-    """The session if the credential is ours, well-formed and not expired; else None."""
+def verify_session(
+    signer: Signer, credential: str | None, now: datetime, *, expired_for: timedelta = timedelta(0)
+) -> Session | None:
+    """The session if the credential is ours, well-formed and not expired (or expired
+    less than `expired_for` ago: a proof of a past sign-in, never a credential); else None."""
     if not credential:
         return None
     payload = signer.verify(PURPOSE, credential)
@@ -44,7 +47,7 @@ def verify_session(signer: Signer, credential: str | None, now: datetime) -> Ses
     if version != _VERSION:
         return None
     expire_time = _EPOCH + timedelta(milliseconds=expire_millis)
-    if expire_time <= now:
+    if expire_time <= now - expired_for:
         return None
     return Session(uuid.UUID(bytes=user_bytes), expire_time)
 

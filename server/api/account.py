@@ -34,6 +34,7 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
             request.password,
             ctx.settings.session_ttl_seconds,
             caller_address(context, ctx.settings),
+            request.previous_session_token,
         )
         response = account_pb2.SignInResponse(user_id=str(session.user_id), session_token=token)
         response.expire_time.FromDatetime(session.expire_time)

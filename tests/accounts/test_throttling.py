@@ -61,10 +61,10 @@ async def test_a_burst_of_guesses_evaluates_only_the_budget_and_the_fan_still_ge
     hashes = 0
     verify = app.ctx.accounts.hasher.verify_in_place
 
-    async def counting_verify(password: str, stored: str | None) -> bool:
+    async def counting_verify(password: str, stored: str | None, **options: bool) -> bool:
         nonlocal hashes
         hashes += 1
-        return await verify(password, stored)
+        return await verify(password, stored, **options)
 
     app.ctx.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
     guesses = await asyncio.gather(
@@ -179,3 +179,33 @@ def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert available_cpus(tmp_path) == 1
+
+
+async def test_a_proven_caller_is_hashed_first_and_has_places_of_its_own() -> None:
+    """The line is full of junk: a caller with a past sign-in still gets a place, and
+    the next free thread, ahead of every junk call waiting."""
+    hasher = PasswordHasher(cost=14, workers=1, waiting=3)
+    stored = hash_password_blocking("a password", 10)
+    finished: list[str] = []
+
+    async def junk(i: int) -> None:
+        with hasher.place():
+            await hasher.verify_in_place("junk", stored)
+        finished.append(f"junk-{i}")
+
+    async def proven() -> None:
+        with hasher.place(proven=True):
+            assert await hasher.verify_in_place("a password", stored, proven=True)
+        finished.append("proven")
+
+    try:
+        floods = [asyncio.ensure_future(junk(i)) for i in range(hasher.max_in_flight)]
+        await asyncio.sleep(0)  # every junk call holds its place; one thread runs
+        with pytest.raises(HashingBusy):
+            with hasher.place():
+                pass
+        await asyncio.gather(proven(), *floods)
+    finally:
+        hasher.close()
+    # The first junk call had the thread; the proven one came right after it.
+    assert finished.index("proven") <= 1, finished

@@ -29,12 +29,14 @@ class SignUpResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignInRequest(_message.Message):
-    __slots__ = ("email", "password")
+    __slots__ = ("email", "password", "previous_session_token")
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     email: str
     password: str
-    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+    previous_session_token: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., previous_session_token: _Optional[str] = ...) -> None: ...
 
 class SignInResponse(_message.Message):
     __slots__ = ("user_id", "session_token", "expire_time")
