@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -21,6 +22,9 @@ from concert.v1 import (
     reservation_pb2_grpc,
     wallet_pb2_grpc,
 )
+from server.app import App, build_app
+from server.clock import Clock
+from server.config import Settings
 
 TEST_ADMIN_KEY = "test-admin-key-0123456789"
 
@@ -130,3 +134,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, database_url: str, clock: Clock | None = None
+) -> AsyncIterator[App]:
+    """A server of the test's own on `database_url` (no scheduled jobs), stopped after."""
+    app = await build_app(settings, database_url=database_url, clock=clock, start_jobs=False)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(grace=0.5)

@@ -17,14 +17,14 @@ import psycopg
 import pytest
 
 from concert.v1 import admin_pb2, queue_pb2
-from server.app import App, build_app
+from server.app import App
 from server.clock import FakeClock
 from server.config import Settings
 from server.db.migrate import migrate
 from tests.clusters import kill_postgres, own_cluster
 from tests.queue.helpers import admit_waiting, complete, insert_users
 from tests.reliability.helpers import assert_invariants
-from tests.support import ADMIN, Stubs, bearer
+from tests.support import ADMIN, Stubs, bearer, running_app
 
 pytestmark = pytest.mark.slow
 
@@ -76,43 +76,39 @@ async def test_fans_after_the_sequence_jump_are_admitted_in_order(
     with own_cluster() as cluster:
         async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
             await migrate(conn)
-        app = await build_app(settings, database_url=cluster.url, clock=clock, start_jobs=False)
-        await app.start()
-        try:
-            async with grpc.aio.insecure_channel(app.address) as channel:
-                stubs = Stubs.on(channel)
-                await stubs.admin.SetAdmission(
-                    admin_pb2.SetAdmissionRequest(capacity=3), metadata=ADMIN
-                )
-                first = await _issue(app, stubs, 3)
-                assert [n for n, _ in first] == [1, 2, 3]
+        async with (
+            running_app(settings, cluster.url, clock) as app,
+            grpc.aio.insecure_channel(app.address) as channel,
+        ):
+            stubs = Stubs.on(channel)
+            await stubs.admin.SetAdmission(
+                admin_pb2.SetAdmissionRequest(capacity=3), metadata=ADMIN
+            )
+            first = await _issue(app, stubs, 3)
+            assert [n for n, _ in first] == [1, 2, 3]
 
-                kill_postgres(cluster.pgdata)
-                cluster.start()  # crash recovery, by itself
-                after_crash = await _issue(app, stubs, 3)
-                numbers = [n for n, _ in after_crash]
-                assert numbers[0] > 4, numbers  # the sequence jumped
-                assert numbers == list(range(numbers[0], numbers[0] + 3))
-                assert await _states(stubs, after_crash) == [WAITING] * 3
-                await _pay_one_by_one_and_watch_the_next_come_in(app, stubs, first, after_crash)
-                await assert_invariants(app)
-        finally:
-            await app.stop(grace=0.5)
+            kill_postgres(cluster.pgdata)
+            cluster.start()  # crash recovery, by itself
+            after_crash = await _issue(app, stubs, 3)
+            numbers = [n for n, _ in after_crash]
+            assert numbers[0] > 4, numbers  # the sequence jumped
+            assert numbers == list(range(numbers[0], numbers[0] + 3))
+            assert await _states(stubs, after_crash) == [WAITING] * 3
+            await _pay_one_by_one_and_watch_the_next_come_in(app, stubs, first, after_crash)
+            await assert_invariants(app)
 
         # The server restarts: its admission state comes from the database alone.
-        app = await build_app(settings, database_url=cluster.url, clock=clock, start_jobs=False)
-        await app.start()
-        try:
-            async with grpc.aio.insecure_channel(app.address) as channel:
-                stubs = Stubs.on(channel)
-                later = await _issue(app, stubs, 3)
-                assert await _states(stubs, later) == [WAITING] * 3
-                await _pay_one_by_one_and_watch_the_next_come_in(app, stubs, after_crash, later)
-                stats = await stubs.admin.GetQueueStats(
-                    admin_pb2.GetQueueStatsRequest(), metadata=ADMIN
-                )
-                assert stats.lost_number_count == numbers[0] - 4
-                assert (stats.admitted_count, stats.completed_by_payment_count) == (3, 6)
-                await assert_invariants(app)
-        finally:
-            await app.stop(grace=0.5)
+        async with (
+            running_app(settings, cluster.url, clock) as app,
+            grpc.aio.insecure_channel(app.address) as channel,
+        ):
+            stubs = Stubs.on(channel)
+            later = await _issue(app, stubs, 3)
+            assert await _states(stubs, later) == [WAITING] * 3
+            await _pay_one_by_one_and_watch_the_next_come_in(app, stubs, after_crash, later)
+            stats = await stubs.admin.GetQueueStats(
+                admin_pb2.GetQueueStatsRequest(), metadata=ADMIN
+            )
+            assert stats.lost_number_count == numbers[0] - 4
+            assert (stats.admitted_count, stats.completed_by_payment_count) == (3, 6)
+            await assert_invariants(app)

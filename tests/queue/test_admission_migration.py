@@ -17,14 +17,13 @@ from datetime import timedelta
 import psycopg
 
 from concert.v1 import admin_pb2, queue_pb2
-from server.app import build_app
 from server.clock import FakeClock
 from server.config import Settings
 from server.db.migrate import migrate
 from server.invariants import check_database
 from server.queue.tokens import QueueToken, sign_queue_token
 from tests.queue.helpers import admit_waiting, complete
-from tests.support import ADMIN, Stubs, bearer
+from tests.support import ADMIN, Stubs, bearer, running_app
 
 LAPSED_INSIDE, LIVE_INSIDE, LAPSED_WAITING, HOLE, WAITING = (1, 2), (3, 4, 5, 6), (7, 8), 9, 10
 
@@ -75,9 +74,7 @@ async def test_the_overflowed_old_window_converts_and_then_admits_by_the_live_li
 ) -> None:  # type: ignore[no-untyped-def]
     url = create_database()
     live = await _old_queue(url, clock)
-    app = await build_app(settings, database_url=url, clock=clock, start_jobs=False)
-    await app.start()
-    try:
+    async with running_app(settings, url, clock) as app:
         import grpc
 
         async with grpc.aio.insecure_channel(app.address) as channel:
@@ -122,5 +119,3 @@ async def test_the_overflowed_old_window_converts_and_then_admits_by_the_live_li
             assert await state_of(WAITING) == admitted_state
             report = await check_database(url, clock.now(), expiry_grace=timedelta(seconds=60))
             assert report.ok, str(report)
-    finally:
-        await app.stop(grace=0.5)

@@ -16,13 +16,13 @@ import grpc
 import pytest
 
 from concert.v1 import queue_pb2
-from server.app import App, build_app
+from server.app import App
 from server.clock import FakeClock
 from server.config import Settings
 from server.queue.presence import MAX_STREAMS_PER_TOKEN, WATCH_HEARTBEAT_SECONDS
 from server.queue.tokens import read_queue_token
 from tests.queue.helpers import fetch_one, issue_all
-from tests.support import Stubs, bearer, error_details
+from tests.support import Stubs, bearer, error_details, running_app
 
 
 def _watch(stubs: Stubs, token: str) -> grpc.aio.UnaryStreamCall:
@@ -70,14 +70,7 @@ async def test_calls_beyond_the_process_cap_are_server_busy(
     from tests.conftest import empty_tables
 
     await empty_tables(database_url)
-    app = await build_app(
-        settings.replace(max_concurrent_calls=2),
-        database_url=database_url,
-        clock=clock,
-        start_jobs=False,
-    )
-    await app.start()
-    try:
+    async with running_app(settings.replace(max_concurrent_calls=2), database_url, clock) as app:
         async with grpc.aio.insecure_channel(app.address) as channel:
             stubs = Stubs.on(channel)
             fans = await issue_all(app, stubs, 4)
@@ -96,8 +89,6 @@ async def test_calls_beyond_the_process_cap_are_server_busy(
             assert details.retry is not None
             for stream in streams:
                 stream.cancel()
-    finally:
-        await app.stop(grace=0.5)
 
 
 @pytest.mark.slow

@@ -18,11 +18,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import tests.clusters
-from server.app import LIVENESS, READINESS, build_app
+from server.app import LIVENESS, READINESS
 from server.clock import FakeClock
 from server.config import Settings
 from server.db.embedded import EmbeddedCluster
 from server.db.migrate import migrate
+from tests.support import running_app
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +62,9 @@ async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
 ) -> None:
     async with await psycopg.AsyncConnection.connect(own_cluster.url, autocommit=True) as conn:
         await migrate(conn)
-    app = await build_app(
-        settings.replace(health_listen="127.0.0.1:0"),
-        database_url=own_cluster.url,
-        clock=clock,
-        start_jobs=False,
-    )
-    await app.start()
-    try:
+    async with running_app(
+        settings.replace(health_listen="127.0.0.1:0"), own_cluster.url, clock
+    ) as app:
         health = f"127.0.0.1:{app.health_port}"
         assert await _status(health, LIVENESS) == SERVING
         assert await _status(health, READINESS) == SERVING
@@ -87,6 +83,4 @@ async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
         await _until(health, READINESS, SERVING)
         assert await _status(health, LIVENESS) == SERVING
         assert app.ctx.queue.listening  # the notifier reconnected as well
-    finally:
-        await app.stop(grace=0.5)
     # A graceful stop turns everything NOT_SERVING first (checked in test_faults).

@@ -26,13 +26,13 @@ import pytest
 
 from concert.v1 import account_pb2, concert_pb2, queue_pb2
 from server import base64url
-from server.app import App, build_app, reload_signing_keys
+from server.app import App, reload_signing_keys
 from server.clock import FakeClock
 from server.config import Settings
 from server.signing import KEY_ACTIVATION_DELAY, SigningKey, rotate_signing_key
 from tests.e2e.servers import REPOSITORY
 from tests.fans import admitted_fan, new_fan
-from tests.support import Stubs, bearer, error_details
+from tests.support import Stubs, bearer, error_details, running_app
 
 
 @pytest.fixture
@@ -117,20 +117,11 @@ async def test_keys_from_a_file_sign_and_none_is_made_in_the_database(
         f"# the first line signs\nfile-b {base64url.encode(b'b' * 32)}\n"
         f"file-a {base64url.encode(b'a' * 32)}\n"
     )
-    app = await build_app(
-        settings.replace(signing_keys_file=keys_file),
-        database_url=url,
-        clock=clock,
-        start_jobs=False,
-    )
-    await app.start()
-    try:
+    async with running_app(settings.replace(signing_keys_file=keys_file), url, clock) as app:
         async with grpc.aio.insecure_channel(app.address) as channel:
             fan = await new_fan(Stubs.on(channel), f"f-{uuid.uuid4().hex[:8]}@example.com")
         assert fan.session_token.split(".")[0] == "file-b"
         assert app.ctx.signer.kids == {"file-a", "file-b"}
-    finally:
-        await app.stop(grace=0.5)
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM signing_keys")
         assert await cursor.fetchone() == (0,)

@@ -30,7 +30,7 @@ from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
 from server.signing import Signer
 from tests.fans import admitted_fan, new_fan
 from tests.reliability.helpers import assert_invariants, booked_world
-from tests.support import ADMIN, TEST_ADMIN_KEY, Stubs, bearer, error_details
+from tests.support import ADMIN, TEST_ADMIN_KEY, Stubs, bearer, error_details, running_app
 
 
 async def _code(call: object) -> tuple[grpc.StatusCode, str | None]:
@@ -415,20 +415,14 @@ async def test_a_protected_change_checks_the_stored_token_against_the_claims(
 async def test_a_paid_token_is_refused_after_a_restart(
     app: App, stubs: Stubs, database_url: str
 ) -> None:
-    from server.app import build_app
-
     world = await booked_world(app, stubs)  # its fan paid: the token is used up
-    again = await build_app(
-        app.ctx.settings, database_url=database_url, clock=app.ctx.clock, start_jobs=False
-    )
-    await again.start()
-    try:
-        async with grpc.aio.insecure_channel(again.address) as channel:
-            code = await _code(
-                Stubs.on(channel).concert.ListConcerts(
-                    concert_pb2.ListConcertsRequest(), metadata=world.fan.metadata
-                )
+    async with (
+        running_app(app.ctx.settings, database_url, app.ctx.clock) as again,
+        grpc.aio.insecure_channel(again.address) as channel,
+    ):
+        code = await _code(
+            Stubs.on(channel).concert.ListConcerts(
+                concert_pb2.ListConcertsRequest(), metadata=world.fan.metadata
             )
-    finally:
-        await again.stop(grace=0.5)
+        )
     assert code == (grpc.StatusCode.FAILED_PRECONDITION, "TOKEN_COMPLETED")
