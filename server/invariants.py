@@ -30,6 +30,8 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import AsyncConnection
 
+from server.queue.store import LAST_DRAWN
+
 
 @dataclass(frozen=True)
 class Invariant:
@@ -81,11 +83,21 @@ class Report:
 
 # A queue token that holds a place: not ended, not lapsed.
 _LIVE_TOKEN = "t.state = 'live' AND t.expires_at > %(now)s"
-# The last queue number drawn (the sequence is read outside the snapshot: later
-# draws only shrink the reach, so the bound is checked conservatively).
-_LAST_DRAWN = (
-    "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM queue_numbers)"
-)
+# The admission window now, as one row `w`: its capacity and pause, when the
+# pass last ran and whether the window moved since capacity last changed, the
+# live tokens inside it and waiting, and its reach past the last number drawn
+# (the sequence is read outside the snapshot: later draws only shrink the
+# reach, so the bound is checked conservatively).
+_WINDOW = f"""
+    (SELECT q.capacity, q.paused, q.last_pass_at,
+            coalesce(q.window_moved_at >= q.capacity_changed_at, false) AS moved_since,
+            (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
+                AND t.queue_number <= q.window_limit) AS admitted,
+            (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
+                AND t.queue_number > q.window_limit) AS waiting,
+            greatest(0, q.window_limit - {LAST_DRAWN}) AS reach
+       FROM queue_state q) w
+"""
 
 # A reservation that still claims its seat: paid, or held and not yet run out.
 _LIVE_CLAIM = "(r.state = 'paid' OR (r.state = 'held' AND r.expires_at > %(now)s))"
@@ -247,12 +259,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         f"""
         SELECT 1, (admitted + reach > capacity AND moved_since)::int,
                format('admitted %%s + reach %%s > capacity %%s', admitted, reach, capacity)
-          FROM (SELECT q.capacity,
-                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
-                           AND t.queue_number <= q.window_limit) AS admitted,
-                       greatest(0, q.window_limit - {_LAST_DRAWN}) AS reach,
-                       coalesce(q.window_moved_at >= q.capacity_changed_at, false) AS moved_since
-                  FROM queue_state q) s
+          FROM {_WINDOW}
         """,
     ),
     Invariant(
@@ -264,13 +271,7 @@ INVARIANTS: tuple[Invariant, ...] = (
                    AND coalesce(last_pass_at < %(now)s - interval '2 seconds', true))::int,
                format('%%s free places, %%s waiting, last pass %%s',
                       capacity - admitted - reach, waiting, last_pass_at)
-          FROM (SELECT q.capacity, q.paused, q.last_pass_at,
-                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
-                           AND t.queue_number <= q.window_limit) AS admitted,
-                       (SELECT count(*) FROM queue_tokens t WHERE {_LIVE_TOKEN}
-                           AND t.queue_number > q.window_limit) AS waiting,
-                       greatest(0, q.window_limit - {_LAST_DRAWN}) AS reach
-                  FROM queue_state q) s
+          FROM {_WINDOW}
         """,
     ),
     Invariant(

@@ -82,7 +82,7 @@ async def authenticate_password(
             raise
     if not ok or found is None:
         raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
-    accounts.throttle.succeeded(reservation)
+    throttle.succeeded(reservation)
     return found[0]
 
 

@@ -122,8 +122,9 @@ async def pay_from_wallet(
         # The time is read after the wait for the pool and the locks: a hold
         # that lapsed meanwhile is seen as lapsed, not sold on an old clock.
         now = ctx.clock.now()
-        insist_live(TokenRow(*row[:6]) if row else None, now, fan)
-        assert row is not None
+        token = TokenRow(*row[:6]) if row else None
+        insist_live(token, now, fan)
+        assert row is not None and token is not None
         state, expires_at, price, date_id, seat_number = row[6:]
         if state is None:
             raise reservation_not_found()
@@ -162,7 +163,7 @@ async def pay_from_wallet(
                 raise reservation_not_held("it expired")
             raise SaleNotWritten(reservation_id)
         sales.append(Sale(date_id, fan.token_id))
-        paid_token.append(TokenRow(*row[:6]))
+        paid_token.append(token)
         return payment_pb2.PayResponse(payment=payment_message(written[2:]))
 
     async with ctx.pool.connection() as conn, transaction(conn):

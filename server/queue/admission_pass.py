@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from psycopg import AsyncConnection
 
@@ -48,14 +47,16 @@ async def admit_waiting(conn: AsyncConnection, clock: Clock) -> AdmissionState |
     await store.lock_admission(conn)
     state = await store.lock_queue_state(conn)
     now = clock.now()
-    head = await store.read_line_head(conn, state.window_limit, state.capacity, now)
-    free = 0 if state.paused else state.capacity - head.admitted
+    room = 0 if state.paused else state.capacity
+    head = await store.read_line_head(conn, state.window_limit, room, now)
+    free = room - head.admitted
     if free <= 0:
         await store.record_pass(conn, now)
         return None
-    if head.waiting >= free and head.last_waiting is not None:
-        # read_line_head found at most `capacity` waiting; only the first `free` get in.
-        new_limit, admitted = await _nth_waiting(conn, state.window_limit, free, now), free
+    if head.waiting == free:
+        # As many wait as there are places: the window ends at the free-th of them.
+        assert head.last_waiting is not None
+        new_limit, admitted = head.last_waiting, free
     else:
         new_limit, admitted = head.last_drawn + free - head.waiting, head.waiting
     new_limit = max(new_limit, state.window_limit)  # the window never moves back
@@ -63,17 +64,6 @@ async def admit_waiting(conn: AsyncConnection, clock: Clock) -> AdmissionState |
         await store.record_pass(conn, now)
         return None
     return await store.move_window(conn, state.window_limit, new_limit, admitted, now)
-
-
-async def _nth_waiting(conn: AsyncConnection, window_limit: int, n: int, now: datetime) -> int:
-    cursor = await conn.execute(
-        "SELECT queue_number FROM queue_tokens WHERE state = 'live' AND expires_at > %s"
-        " AND queue_number > %s ORDER BY queue_number OFFSET %s LIMIT 1",
-        (now, window_limit, n - 1),
-    )
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def admission_job(clock: Clock, runtime: QueueRuntime) -> JobFunction:

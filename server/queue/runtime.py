@@ -139,7 +139,7 @@ class QueueRuntime:
         self._pool = pool
         self._clock = clock
         self._state: AdmissionState | None = None
-        self._line: LiveLine | None = None
+        self._line = LiveLine()  # empty until the first read: people_ahead by number
         # Called when an adopted change may have freed places (the admission trigger).
         self.on_places_freed: Callable[[], None] | None = None
         self.rate = AdmissionRate()
@@ -199,8 +199,7 @@ class QueueRuntime:
     def people_ahead(self, queue_number: int) -> int:
         """Live fans waiting ahead of this number (0 once admitted), from the line
         read at most LINE_READ_SECONDS ago (see LiveLine)."""
-        line = self._line or LiveLine()
-        return line.people_ahead(queue_number, self.state.window_limit)
+        return self._line.people_ahead(queue_number, self.state.window_limit)
 
     async def read_line(self) -> None:
         """Re-read the live waiting tokens' numbers now (tests call it to settle)."""

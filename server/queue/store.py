@@ -145,26 +145,31 @@ class LineHead:
 
     admitted: int  # live tokens inside the window
     last_drawn: int  # the last queue number drawn
-    waiting: int  # live waiting tokens among the first `free` above the window
+    waiting: int  # live waiting tokens among the first `room - admitted` above the window
     last_waiting: int | None  # the highest number among those
 
 
 async def read_line_head(
-    conn: AsyncConnection, window_limit: int, free: int, now: datetime
+    conn: AsyncConnection, window_limit: int, room: int, now: datetime
 ) -> LineHead:
-    """Count the live tokens inside the window, and find the first `free` waiting.
+    """Count the live tokens inside the window, and read the first waiting ones
+    that the free places (`room` minus those inside) could let in, in one statement.
 
     Live means state 'live' and not lapsed: a token past its expiry holds no
     place, even before the expiry job marks it.
     """
     cursor = await conn.execute(
-        "SELECT (SELECT count(*) FROM queue_tokens WHERE state = 'live'"
-        "          AND expires_at > %(now)s AND queue_number <= %(limit)s),"
-        f"       {LAST_DRAWN}, count(*), max(queue_number)"
-        "  FROM (SELECT queue_number FROM queue_tokens WHERE state = 'live'"
-        "          AND expires_at > %(now)s AND queue_number > %(limit)s"
-        "        ORDER BY queue_number LIMIT greatest(%(free)s, 0)) first_waiting",
-        {"now": now, "limit": window_limit, "free": free},
+        "WITH inside AS ("
+        "  SELECT count(*) AS n FROM queue_tokens WHERE state = 'live'"
+        "   AND expires_at > %(now)s AND queue_number <= %(limit)s"
+        "), first_waiting AS ("
+        "  SELECT queue_number FROM queue_tokens WHERE state = 'live'"
+        "   AND expires_at > %(now)s AND queue_number > %(limit)s"
+        "  ORDER BY queue_number LIMIT (SELECT greatest(%(room)s - n, 0) FROM inside)"
+        ")"
+        f" SELECT (SELECT n FROM inside), {LAST_DRAWN}, count(*), max(queue_number)"
+        "  FROM first_waiting",
+        {"now": now, "limit": window_limit, "room": room},
     )
     row = await cursor.fetchone()
     assert row is not None

@@ -185,3 +185,15 @@ async def test_admitted_never_exceeds_capacity_while_fans_come_pay_and_leave(
     assert stats.issued_count == 80 and stats.admitted_count == 0 and stats.waiting_count == 0
     await app.ctx.jobs.run_now(EXPIRY_JOB)
     await assert_invariants(app)
+
+
+async def test_an_admitted_fan_who_lapses_frees_the_place_before_the_expiry_job(
+    app: App, stubs: Stubs
+) -> None:
+    """A lapsed token holds no place: the pass counts it out at once, not a
+    CONCERT_EXPIRY_INTERVAL_SECONDS later when the job marks it expired."""
+    fans = await issue_all(app, stubs, 3)  # capacity 2: fans 1 and 2 in, fan 3 waits
+    await _lapse(app, [1])
+    await admit_waiting(app)
+    assert await _state(stubs, fans[2][1]) == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
+    await assert_invariants(app)
