@@ -8,6 +8,7 @@ timing tells which emails have accounts.
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
@@ -50,24 +51,27 @@ async def authenticate_password(
 ) -> uuid.UUID:
     """The user id for a correct email and password; UNAUTHENTICATED otherwise.
 
-    The attempt takes a place in the hashing line, then is counted against the
-    sign-in budgets before the hash (server/accounts/throttle.py), so a burst
-    cannot evaluate more guesses than the budget allows; a full line refuses
-    at once.
+    The attempt first takes a place in the hashing line (PASSWORD_HASHING_BUSY
+    at once if full, before any database work: refusing a storm costs no
+    connection), then is counted against the sign-in budgets before the hash
+    (server/accounts/throttle.py), so a burst cannot evaluate more guesses than
+    the budget allows. Only calls that will be hashed count against the
+    budgets, so a crowd of fans behind one address is refused for being many,
+    not for failing.
     """
     email = normalise_email(email)
     hasher, throttle = accounts.hasher, accounts.throttle
-    async with pool.connection() as conn:
-        found = await store.find_credentials(conn, email)
-    # The connection is back in the pool before the hash runs.
-    proven = found is not None and _proves_past_sign_in(
-        accounts.signer, previous_session, found[0], clock
-    )
-    # A place in the hashing line first (PASSWORD_HASHING_BUSY at once if full;
-    # a proven caller has places of its own): only calls that will be hashed
-    # count against the budgets, so a crowd of fans behind one address is
-    # refused for being many, not for failing.
-    with hasher.place(proven=proven):
+    claimed = _past_sign_in(accounts.signer, previous_session, clock)
+    with ExitStack() as held:
+        # A caller who shows a past session hashes in the proven lane, unless
+        # the session turns out not to be this account's.
+        lane = held.enter_context(hasher.place(proven=claimed is not None))
+        async with pool.connection() as conn:
+            found = await store.find_credentials(conn, email)
+        # The connection is back in the pool before the hash runs.
+        if lane is hasher.proven and (found is None or found[0] != claimed):
+            held.close()
+            lane = held.enter_context(hasher.place())
         reservation = throttle.reserve(email, client_address, clock.now())
         if not isinstance(reservation, Reservation):
             raise ResourceExhausted(
@@ -76,7 +80,7 @@ async def authenticate_password(
                 retry_after_seconds=reservation,
             )
         try:
-            ok = await hasher.verify_in_place(password, found[1] if found else None, proven=proven)
+            ok = await hasher.verify_in_place(lane, password, found[1] if found else None)
         except BaseException:  # not evaluated (a cancel, the executor gone): no failure
             throttle.release(reservation)
             raise
@@ -90,14 +94,12 @@ async def authenticate_password(
 PROOF_MAX_AGE = timedelta(days=30)
 
 
-def _proves_past_sign_in(
-    signer: Signer | None, credential: str, user_id: uuid.UUID, clock: Clock
-) -> bool:
-    """A session credential of this account (even expired, up to PROOF_MAX_AGE)."""
+def _past_sign_in(signer: Signer | None, credential: str, clock: Clock) -> uuid.UUID | None:
+    """The account a session credential (even expired, up to PROOF_MAX_AGE) was issued to."""
     if signer is None or not credential or len(credential) > 2048:
-        return False
+        return None
     session = verify_session(signer, credential, clock.now(), expired_for=PROOF_MAX_AGE)
-    return session is not None and session.user_id == user_id
+    return None if session is None else session.user_id
 
 
 async def sign_in(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import heapq
 import hmac
-import itertools
+import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -71,10 +71,10 @@ def verify_password_blocking(password: str, stored: str) -> bool:
 # at once (RESOURCE_EXHAUSTED) instead of queueing behind a storm. With two
 # waiting per thread, an accepted call waits at most about two hashes' time.
 WAITING_PER_THREAD = 2
-# Places kept, per thread, for callers who proved a past success (a session
-# credential of the account from an earlier sign-in): a flood of junk fills the
-# line above, never these, and such a caller is served before any junk waiting.
-PROVEN_PLACES_PER_THREAD = 1
+# How much the open lane's threads yield the CPU (a nice value, Linux only):
+# when the cores are short, the event loop (every other call) and the proven
+# lane come first, and an anonymous storm's hashes take what they leave.
+OPEN_LANE_NICENESS = 10
 
 
 class HashingBusy(ResourceExhausted):
@@ -88,102 +88,138 @@ class HashingBusy(ResourceExhausted):
         )
 
 
-class PasswordHasher:
-    """Hashes and verifies passwords in a thread pool sized to the CPUs this process may use,
-    behind a bounded waiting line (anonymous callers cannot queue unbounded work).
+def _yield_cpu(niceness: int) -> None:
+    """Lower the calling thread's priority (Linux: nice is per thread)."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
+    except OSError:  # not permitted here: the lane runs at the process's priority
+        pass
 
-    The line has two kinds of places: `max_in_flight` for anyone, and
-    `proven_places` more for proven callers only; when a thread frees, a proven
-    caller waiting goes first. Threads are handed out here, never by the
-    executor's own queue, so that order is the one that counts.
+
+class HashingLane:
+    """Threads of their own and a bounded line in front of them (FIFO, the executor's).
+
+    A lane that `yields_to` another starts no hash while that one is hashing:
+    memory-hard hashes slow each other down through the shared caches and
+    memory bus, not only through the cores, so a nice value alone does not
+    give the other lane its lone speed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        threads: int,
+        places: int,
+        niceness: int = 0,
+        yields_to: HashingLane | None = None,
+    ) -> None:
+        self.threads = threads
+        self.places = places  # running plus waiting
+        self.in_flight = 0
+        self._hashing = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._yields_to = yields_to
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix=name,
+            initializer=_yield_cpu,
+            initargs=(niceness,),
+        )
+
+    def has_room(self) -> bool:
+        return self.in_flight < self.places
+
+    async def run(self, function: Callable[..., _T], *args: object) -> _T:
+        if self._yields_to is not None:
+            await self._yields_to._idle.wait()
+        self._hashing += 1
+        self._idle.clear()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self._hashing -= 1
+            if not self._hashing:
+                self._idle.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords off the event loop, in two lanes, each with
+    threads of its own behind a bounded line (anonymous callers cannot queue
+    unbounded work):
+
+    - the open lane, for anyone: as many threads as the CPUs this process may
+      use, niced so that a storm of anonymous hashes yields the CPU, and
+      starting no hash while the proven lane hashes;
+    - the proven lane, for callers who proved a past success (a session
+      credential of the account from an earlier sign-in): as many threads again,
+      at the process's priority. A junk flood fills the open lane, never this
+      one, so a fan who signed in before never waits behind it. When the proven
+      lane is full, a proven caller takes a place in the open lane.
     """
 
     def __init__(self, cost: int, workers: int | None = None, waiting: int | None = None) -> None:
         self._cost = cost
         self.workers = workers or available_cpus()
-        self.max_in_flight = self.workers + (
-            WAITING_PER_THREAD * self.workers if waiting is None else waiting
+        line = WAITING_PER_THREAD * self.workers if waiting is None else waiting
+        self.proven = HashingLane(
+            "scrypt-proven", self.workers, self.workers * (1 + WAITING_PER_THREAD)
         )
-        self.proven_places = PROVEN_PLACES_PER_THREAD * self.workers
-        self.in_flight = 0
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scrypt")
-        self._running = 0  # threads handed out
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (rank, order, waiter)
-        self._order = itertools.count()
+        self.open = HashingLane(
+            "scrypt",
+            self.workers,
+            self.workers + line,
+            OPEN_LANE_NICENESS,
+            yields_to=self.proven,
+        )
         # Verified when the email is unknown, so that answer costs a hash too:
         # an attacker cannot tell unknown emails from wrong passwords by timing.
         self._decoy: str | None = None
 
     @contextmanager
-    def place(self, *, proven: bool = False) -> Iterator[None]:
-        """A place in the bounded line, held for the block; HashingBusy at once if full.
+    def place(self, *, proven: bool = False) -> Iterator[HashingLane]:
+        """A place in a lane's line, held for the block; HashingBusy at once if full.
 
         A caller that must do other bookkeeping before it hashes (the sign-in
         budgets) takes the place first, so nothing is counted for a call that
         is then refused, and verify_in_place inside the block hashes in it.
         """
-        limit = self.max_in_flight + (self.proven_places if proven else 0)
-        if self.in_flight >= limit:
+        lane = self.proven if proven and self.proven.has_room() else self.open
+        if not lane.has_room():
             raise HashingBusy
-        self.in_flight += 1
+        lane.in_flight += 1
         try:
-            yield
+            yield lane
         finally:
-            self.in_flight -= 1
-
-    async def _thread(self, proven: bool) -> None:
-        """Wait for a hashing thread: proven callers first, then in arrival order."""
-        if self._running < self.workers and not self._waiting:
-            self._running += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (0 if proven else 1, next(self._order), waiter))
-        try:
-            await waiter  # the thread is handed over: _running stays as it is
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._hand_over()  # handed to us as we were cancelled: pass it on
-            raise
-
-    def _hand_over(self) -> None:
-        while self._waiting:
-            waiter = heapq.heappop(self._waiting)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._running -= 1
-
-    async def _execute(self, function: Callable[..., _T], *args: object, proven: bool) -> _T:
-        await self._thread(proven)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-        finally:
-            self._hand_over()
-
-    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
-        with self.place():
-            return await self._execute(function, *args, proven=False)
+            lane.in_flight -= 1
 
     async def hash(self, password: str) -> str:
-        return await self._run(hash_password_blocking, password, self._cost)
+        with self.place() as lane:
+            return await lane.run(hash_password_blocking, password, self._cost)
 
     async def verify(self, password: str, stored: str | None) -> bool:
         """True if password matches stored; with stored None, costs a hash and says False."""
-        with self.place():
-            return await self.verify_in_place(password, stored)
+        with self.place() as lane:
+            return await self.verify_in_place(lane, password, stored)
 
-    async def verify_in_place(
-        self, password: str, stored: str | None, *, proven: bool = False
-    ) -> bool:
-        """verify, by a caller that holds a place()."""
+    async def verify_in_place(self, lane: HashingLane, password: str, stored: str | None) -> bool:
+        """verify, in the lane of a place() the caller holds."""
         if stored is None:
             if self._decoy is None:
-                self._decoy = await self._execute(
-                    hash_password_blocking, secrets.token_urlsafe(16), self._cost, proven=proven
+                self._decoy = await lane.run(
+                    hash_password_blocking, secrets.token_urlsafe(16), self._cost
                 )
-            await self._execute(verify_password_blocking, password, self._decoy, proven=proven)
+            await lane.run(verify_password_blocking, password, self._decoy)
             return False
-        return await self._execute(verify_password_blocking, password, stored, proven=proven)
+        return await lane.run(verify_password_blocking, password, stored)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.open.close()
+        self.proven.close()

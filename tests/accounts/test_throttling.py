@@ -8,19 +8,33 @@
 - The limiter's memory is bounded without a reset of everything.
 - Beyond the hashing threads and their bounded waiting line, a password call is
   refused at once with RESOURCE_EXHAUSTED and RetryInfo.
+- A caller who proves a past sign-in hashes in a lane of its own, which the
+  anonymous lane's niced threads yield the CPU to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from concert.v1 import account_pb2
-from server.accounts.passwords import HashingBusy, PasswordHasher, hash_password_blocking
+from server.accounts import store as accounts_store
+from server.accounts.passwords import (
+    OPEN_LANE_NICENESS,
+    HashingBusy,
+    HashingLane,
+    PasswordHasher,
+    hash_password_blocking,
+)
 from server.accounts.throttle import EMAIL_LIMIT, FAILURE_WINDOW, PAIR_LIMIT, SignInThrottle
 from server.app import App
 from server.client_address import client_address, parse_networks
@@ -61,10 +75,10 @@ async def test_a_burst_of_guesses_evaluates_only_the_budget_and_the_fan_still_ge
     hashes = 0
     verify = app.ctx.accounts.hasher.verify_in_place
 
-    async def counting_verify(password: str, stored: str | None, **options: bool) -> bool:
+    async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
         nonlocal hashes
         hashes += 1
-        return await verify(password, stored, **options)
+        return await verify(lane, password, stored)
 
     app.ctx.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
     guesses = await asyncio.gather(
@@ -139,13 +153,13 @@ async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> N
     assert results[:3] == [True, True, True]
     assert len(busy) == 5
     assert busy[0].retry_after_seconds == 1.0
-    assert hasher.in_flight == 0
+    assert hasher.open.in_flight == 0
 
 
 async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
     app: App, stubs: Stubs
 ) -> None:
-    app.ctx.accounts.hasher.max_in_flight = 0  # every thread and place taken
+    app.ctx.accounts.hasher.open.places = 0  # every thread and place taken
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stubs.account.SignIn(
@@ -153,7 +167,7 @@ async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
                 metadata=_from(FAN),
             )
     finally:
-        app.ctx.accounts.hasher.max_in_flight = 10
+        app.ctx.accounts.hasher.open.places = 10
     details = error_details(err.value)
     assert (details.code, details.reason) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -181,25 +195,26 @@ def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:
     assert available_cpus(tmp_path) == 1
 
 
-async def test_a_proven_caller_is_hashed_first_and_has_places_of_its_own() -> None:
-    """The line is full of junk: a caller with a past sign-in still gets a place, and
-    the next free thread, ahead of every junk call waiting."""
+async def test_a_proven_caller_has_a_lane_of_its_own() -> None:
+    """The open lane is full of junk: a caller with a past sign-in still gets a
+    place, and a thread at once, while every junk call waits its turn."""
     hasher = PasswordHasher(cost=14, workers=1, waiting=3)
     stored = hash_password_blocking("a password", 10)
     finished: list[str] = []
 
     async def junk(i: int) -> None:
-        with hasher.place():
-            await hasher.verify_in_place("junk", stored)
+        with hasher.place() as lane:
+            await hasher.verify_in_place(lane, "junk", stored)
         finished.append(f"junk-{i}")
 
     async def proven() -> None:
-        with hasher.place(proven=True):
-            assert await hasher.verify_in_place("a password", stored, proven=True)
+        with hasher.place(proven=True) as lane:
+            assert lane is hasher.proven
+            assert await hasher.verify_in_place(lane, "a password", stored)
         finished.append("proven")
 
     try:
-        floods = [asyncio.ensure_future(junk(i)) for i in range(hasher.max_in_flight)]
+        floods = [asyncio.ensure_future(junk(i)) for i in range(hasher.open.places)]
         await asyncio.sleep(0)  # every junk call holds its place; one thread runs
         with pytest.raises(HashingBusy):
             with hasher.place():
@@ -207,5 +222,103 @@ async def test_a_proven_caller_is_hashed_first_and_has_places_of_its_own() -> No
         await asyncio.gather(proven(), *floods)
     finally:
         hasher.close()
-    # The first junk call had the thread; the proven one came right after it.
+    # One junk call had the open lane's thread; the proven one did not wait for it.
     assert finished.index("proven") <= 1, finished
+
+
+async def test_a_proven_caller_takes_the_open_lane_when_its_own_is_full() -> None:
+    hasher = PasswordHasher(cost=10, workers=1, waiting=1)
+    try:
+        with contextlib.ExitStack() as places:
+            for _ in range(hasher.proven.places):
+                assert places.enter_context(hasher.place(proven=True)) is hasher.proven
+            assert places.enter_context(hasher.place(proven=True)) is hasher.open
+            assert places.enter_context(hasher.place(proven=True)) is hasher.open
+            with pytest.raises(HashingBusy):
+                places.enter_context(hasher.place(proven=True))
+        assert (hasher.open.in_flight, hasher.proven.in_flight) == (0, 0)
+    finally:
+        hasher.close()
+
+
+def test_the_open_lane_yields_the_cpu_to_the_proven_lane() -> None:
+    """Linux nice values are per thread: the open lane's threads run niced."""
+    hasher = PasswordHasher(cost=10, workers=1)
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def both() -> tuple[int, int]:
+        return await hasher.open.run(niceness), await hasher.proven.run(niceness)
+
+    try:
+        open_nice, proven_nice = asyncio.run(both())
+    finally:
+        hasher.close()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert proven_nice == own
+    assert open_nice == min(19, own + OPEN_LANE_NICENESS)
+
+
+async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_proven_fans_in(
+    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A junk storm fills the open lane: a further junk sign-in is refused without
+    a database lookup (it holds no connection), a fan showing their own earlier
+    session is still hashed, and a session of another account proves nothing."""
+    fan, other = await new_fan(stubs), await new_fan(stubs)
+    lookups = 0
+    find_credentials = accounts_store.find_credentials
+
+    async def counting_lookup(conn: Any, email: str) -> Any:
+        nonlocal lookups
+        lookups += 1
+        return await find_credentials(conn, email)
+
+    monkeypatch.setattr(accounts_store, "find_credentials", counting_lookup)
+    app.ctx.accounts.hasher.open.places = 0  # the storm holds every open place
+
+    def sign_in(email: str, password: str, previous: str = "") -> Awaitable[str | None]:
+        request = account_pb2.SignInRequest(
+            email=email, password=password, previous_session_token=previous
+        )
+
+        async def call() -> str | None:
+            try:
+                await stubs.account.SignIn(request, metadata=_from(FAN))
+            except grpc.aio.AioRpcError as err:
+                return error_details(err).reason
+            return None
+
+        return call()
+
+    assert await sign_in("junk@example.com", "not it at all") == "PASSWORD_HASHING_BUSY"
+    assert lookups == 0
+    assert await sign_in(fan.email, fan.password, fan.session_token) is None
+    # Another account's session: looked up, found not to be this account's, and
+    # sent to the open lane, which is full.
+    assert await sign_in(fan.email, fan.password, other.session_token) == "PASSWORD_HASHING_BUSY"
+    assert lookups == 2
+    assert app.ctx.accounts.hasher.proven.in_flight == 0
+
+
+async def test_the_open_lane_starts_no_hash_while_the_proven_lane_hashes() -> None:
+    hasher = PasswordHasher(cost=10, workers=1)
+    release, proven_started, open_started = threading.Event(), threading.Event(), []
+
+    def proven_hash() -> None:
+        proven_started.set()
+        release.wait(timeout=10)
+
+    try:
+        proven = asyncio.ensure_future(hasher.proven.run(proven_hash))
+        await asyncio.to_thread(proven_started.wait, 10)
+        junk = asyncio.ensure_future(hasher.open.run(lambda: open_started.append(True)))
+        await asyncio.sleep(0.05)  # the open lane's thread is free: only the gate holds it
+        assert open_started == []
+        release.set()
+        await asyncio.gather(proven, junk)
+        assert open_started == [True]
+    finally:
+        release.set()
+        hasher.close()
