@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import AsyncConnection
 
+from server.db.unit_of_work import unit_on
 from server.queue.store import LAST_DRAWN
 
 
@@ -321,10 +322,9 @@ async def check_invariants(
     """Check every invariant on one snapshot. conn must be idle (autocommit, no transaction)."""
     params = {"now": now, "stale": now - expiry_grace}
     findings = []
-    async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    async with unit_on(conn, snapshot=True) as unit:
         for invariant in invariants:
-            cursor = await conn.execute(invariant.query, params)
+            cursor = await unit.execute(invariant.query, params)
             row = await cursor.fetchone()
             assert row is not None
             findings.append(Finding(invariant, int(row[0]), int(row[1]), row[2]))

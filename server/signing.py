@@ -36,7 +36,7 @@ from psycopg import AsyncConnection
 
 from server import base64url
 from server.clock import Clock
-from server.db.locks import LockNamespace
+from server.db.unit_of_work import Lock, LockKind, UnitOfWork, unit_on
 
 _SEPARATOR = "."
 LEGACY_KID = "0"
@@ -151,15 +151,15 @@ def read_keys_file(path: Path) -> tuple[list[SigningKey], str]:
 
 async def load_signing_keys(conn: AsyncConnection, clock: Clock) -> list[SigningKey]:
     """The database's keys; the first process against an empty table creates one."""
-    async with conn.transaction():
-        await _first_key(conn, clock.now())
+    async with unit_on(conn, clock) as unit:
+        await _first_key(unit, clock.now())
         return await read_signing_keys(conn)
 
 
-async def _first_key(conn: AsyncConnection, now: datetime) -> None:
+async def _first_key(unit: UnitOfWork, now: datetime) -> None:
     """Key "1", signing at once, when there is none (under the secrets lock)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (int(LockNamespace.SECRETS),))
-    await conn.execute(
+    await unit.lock(Lock.of(LockKind.SECRETS))
+    await unit.execute(
         "INSERT INTO signing_keys (kid, secret, created_at, active_from)"
         " SELECT '1', %s, %s, %s WHERE NOT EXISTS (SELECT FROM signing_keys)",
         (secrets.token_bytes(32), now, now - timedelta(seconds=1)),
@@ -181,21 +181,21 @@ class Rotation:
 async def rotate_signing_key(conn: AsyncConnection, clock: Clock, keep_for: timedelta) -> Rotation:
     """Add a key that signs from KEY_ACTIVATION_DELAY on; delete the keys superseded
     longer than `keep_for` ago (no credential they signed is still valid)."""
-    async with conn.transaction():
+    async with unit_on(conn, clock) as unit:
         now = clock.now()
-        await _first_key(conn, now)  # a key signs now, whatever the rotation adds
-        cursor = await conn.execute(
+        await _first_key(unit, now)  # a key signs now, whatever the rotation adds
+        cursor = await unit.execute(
             "SELECT coalesce(max(kid::bigint), 0) + 1 FROM signing_keys WHERE kid ~ '^[0-9]+$'"
         )
         row = await cursor.fetchone()
         assert row is not None
         kid, active_from = str(row[0]), now + KEY_ACTIVATION_DELAY
-        await conn.execute(
+        await unit.execute(
             "INSERT INTO signing_keys (kid, secret, created_at, active_from)"
             " VALUES (%s, %s, %s, %s)",
             (kid, secrets.token_bytes(32), now, active_from),
         )
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             "DELETE FROM signing_keys old WHERE EXISTS ("
             "  SELECT FROM signing_keys newer WHERE newer.active_from > old.active_from"
             "   AND newer.active_from <= %s) RETURNING kid",

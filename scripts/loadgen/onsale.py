@@ -36,7 +36,7 @@ from concert.v1 import (
     reservation_pb2,
     reservation_pb2_grpc,
 )
-from loadgen.drive import CALL_TIMEOUT_SECONDS, Channels, Recorder
+from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder
 
 T = TypeVar("T")
 STEPS = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import account_pb2
@@ -13,8 +12,8 @@ from server.accounts import store
 from server.accounts.emails import email_problem, normalise_email, password_problem
 from server.accounts.runtime import AccountRuntime
 from server.clock import Clock
+from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
 from server.errors import AlreadyExists, Violations
-from server.idempotency import run_once_in_transaction
 from server.validation import parse_request_id
 
 
@@ -37,21 +36,18 @@ async def sign_up(
     # a connection or a lock.
     password_hash = await accounts.hasher.hash(request.password)  # HashingBusy when full
 
-    async def create(conn: AsyncConnection) -> account_pb2.SignUpResponse:
+    async def create(unit: UnitOfWork) -> account_pb2.SignUpResponse:
         user_id = uuid.uuid4()
         now = clock.now()
-        if not await store.insert_user_with_wallet(conn, user_id, email, password_hash, now):
+        if not await store.insert_user_with_wallet(unit.conn, user_id, email, password_hash, now):
             raise AlreadyExists("EMAIL_TAKEN", "an account already uses this email")
         return _response(user_id, email, now)
 
-    return await run_once_in_transaction(
+    return await run_once(
         pool,
         clock,
-        scope="AccountService.SignUp",
-        request_id=request_id,
-        request=request,
-        response_type=account_pb2.SignUpResponse,
-        execute=create,
+        RequestRecord("AccountService.SignUp", request_id, request, account_pb2.SignUpResponse),
+        create,
     )
 
 

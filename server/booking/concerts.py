@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from psycopg import AsyncConnection
 
 from concert.v1 import admin_pb2, concert_pb2
 from server.context import ServiceContext
+from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
 from server.errors import NotFound, Violations
-from server.idempotency import run_once_in_transaction
 from server.validation import (
     decode_page_token,
     encode_page_token,
@@ -109,22 +108,22 @@ async def create_concert(
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
 
-    async def execute(conn: AsyncConnection) -> admin_pb2.CreateConcertResponse:
+    async def execute(unit: UnitOfWork) -> admin_pb2.CreateConcertResponse:
         concert_id = uuid.uuid4()
-        await conn.execute(
+        await unit.execute(
             "INSERT INTO concerts (id, title, venue, created_at) VALUES (%s, %s, %s, %s)",
             (concert_id, request.title.strip(), request.venue.strip(), now),
         )
         dates = []
         for spec in sorted(request.dates, key=lambda d: d.start_time.ToNanoseconds()):
             date_id = uuid.uuid4()
-            await conn.execute(
+            await unit.execute(
                 "INSERT INTO concert_dates (id, concert_id, start_time, total_seat_count)"
                 " VALUES (%s, %s, %s, %s)",
                 (date_id, concert_id, spec.start_time.ToDatetime(tzinfo=UTC), len(spec.seats)),
             )
             async with (
-                conn.cursor() as cursor,
+                unit.conn.cursor() as cursor,
                 cursor.copy("COPY seats (date_id, seat_number, price) FROM STDIN") as copy,
             ):
                 for seat in spec.seats:
@@ -146,14 +145,13 @@ async def create_concert(
         )
         return admin_pb2.CreateConcertResponse(concert=concert, dates=dates)
 
-    return await run_once_in_transaction(
+    return await run_once(
         ctx.pool,
         ctx.clock,
-        scope="AdminService.CreateConcert",
-        request_id=request_id,
-        request=request,
-        response_type=admin_pb2.CreateConcertResponse,
-        execute=execute,
+        RequestRecord(
+            "AdminService.CreateConcert", request_id, request, admin_pb2.CreateConcertResponse
+        ),
+        execute,
     )
 
 

@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
+from server.db.unit_of_work import Lock, LockKind, unit_of_work
 from server.wallet import ledger
 
 
@@ -63,22 +64,23 @@ class WalletGateway:
     async def charge(self, key: uuid.UUID, user_id: uuid.UUID, amount: int) -> ChargeOutcome:
         now = self._clock.now()
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with unit_of_work(self._pool, self._clock) as unit:
                 # The key's row first: a concurrent charge with the same key
                 # waits here for this one to end, then reads its outcome.
-                cursor = await conn.execute(
+                cursor = await unit.execute(
                     "INSERT INTO gateway_charges"
                     " (key, user_id, amount, state, created_at, updated_at)"
                     " VALUES (%s, %s, %s, 'charged', %s, %s)"
                     " ON CONFLICT (key) DO NOTHING RETURNING 1",
                     (key, user_id, amount, now, now),
+                    locks=[Lock.of(LockKind.PAYMENT_ATTEMPT, key)],  # the attempt's charge
                 )
                 if await cursor.fetchone() is None:
-                    took = await _charge_took_money(conn, key)
+                    took = await _charge_took_money(unit.conn, key)
                     return ChargeOutcome.CHARGED if took else ChargeOutcome.DECLINED
                 if amount > 0:
                     await ledger.apply_entry(
-                        conn, user_id, -amount, ledger.EntryKind.PAYMENT, key, now
+                        unit, user_id, -amount, ledger.EntryKind.PAYMENT, key, now
                     )
         except (ledger.InsufficientBalance, ledger.WalletNotFound):
             # Nothing is written: the key's row went with the rollback, so a
@@ -88,17 +90,19 @@ class WalletGateway:
 
     async def refund(self, key: uuid.UUID, user_id: uuid.UUID) -> ChargeState:
         now = self._clock.now()
-        async with self._pool.connection() as conn, conn.transaction():
+        async with unit_of_work(self._pool, self._clock) as unit:
             # Void the key if unseen: a charge with this key still on its way
             # then waits on the row, finds it voided and takes nothing.
-            await conn.execute(
+            await unit.execute(
                 "INSERT INTO gateway_charges (key, user_id, amount, state, created_at, updated_at)"
                 " VALUES (%s, %s, 0, 'voided', %s, %s) ON CONFLICT (key) DO NOTHING",
                 (key, user_id, now, now),
+                locks=[Lock.of(LockKind.PAYMENT_ATTEMPT, key)],
             )
-            cursor = await conn.execute(
+            cursor = await unit.execute(
                 "SELECT state, user_id, amount FROM gateway_charges WHERE key = %s FOR UPDATE",
                 (key,),
+                locks=[Lock.of(LockKind.PAYMENT_ATTEMPT, key)],
             )
             row = await cursor.fetchone()
             assert row is not None
@@ -106,8 +110,8 @@ class WalletGateway:
             if state is not ChargeState.CHARGED:
                 return state
             if amount > 0:
-                await ledger.apply_entry(conn, owner, amount, ledger.EntryKind.REFUND, key, now)
-            await conn.execute(
+                await ledger.apply_entry(unit, owner, amount, ledger.EntryKind.REFUND, key, now)
+            await unit.execute(
                 "UPDATE gateway_charges SET state = 'refunded', updated_at = %s WHERE key = %s",
                 (now, key),
             )

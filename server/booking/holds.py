@@ -16,11 +16,11 @@ from psycopg import AsyncConnection
 
 from concert.v1 import reservation_pb2
 from server.booking.concerts import timestamp
+from server.clock import Clock
 from server.context import ServiceContext
-from server.db.locks import LockNamespace, lock_id
+from server.db.unit_of_work import Lock, LockKind, RequestRecord, unit_of_work, unit_on
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from server.fan import Fan
-from server.idempotency import run_once_in_transaction
 from server.queue.completion import require_live_token_then_lock
 from server.validation import parse_request_id, parse_uuid
 
@@ -38,6 +38,11 @@ RESERVATION_COLUMNS = """
     CASE WHEN r.state = 'held' AND r.expires_at <= %(now)s THEN 'expired' ELSE r.state END,
     r.created_at, r.expires_at
 """
+
+
+def hold_state(state: str, expires_at: datetime, now: datetime) -> str:
+    """A reservation's state as the fan sees it (RESERVATION_COLUMNS says the same in SQL)."""
+    return "expired" if state == "held" and expires_at <= now else state
 
 
 def reservation_message(row: Any) -> reservation_pb2.Reservation:
@@ -76,12 +81,18 @@ async def hold_seat(
     now = ctx.clock.now()
     settings = ctx.settings
 
-    async def execute(conn: AsyncConnection) -> reservation_pb2.ReserveSeatResponse:
-        # The token's row lock, then the fan lock that serialises one fan's
-        # holds (the cap counts, then adds): one round trip, in that order.
-        await require_live_token_then_lock(
-            conn, fan, now, int(LockNamespace.WALLET_USER), lock_id(str(fan.user_id))
-        )
+    record = RequestRecord(
+        f"ReservationService.ReserveSeat:{fan.user_id}",
+        request_id,
+        request,
+        reservation_pb2.ReserveSeatResponse,
+    )
+    async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        if (replay := await unit.replay(record)) is not None:
+            return replay
+        # The token's row lock, then the fan's hold cap (the cap counts, then
+        # adds): one round trip, in that order.
+        await require_live_token_then_lock(unit, fan, now, Lock.of(LockKind.HOLD_CAP, fan.user_id))
         reservation_id = uuid.uuid4()
         expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
         # One statement after the fan lock (its snapshot therefore sees every
@@ -89,7 +100,7 @@ async def hold_seat(
         # and only under the cap take the seat (the race is decided by this
         # UPDATE, see the module's docstring) and insert the reservation. The
         # seat's date start is read too, so a refusal needs no second query.
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             """
             WITH held AS (
                 SELECT count(*) AS n FROM reservations
@@ -123,6 +134,7 @@ async def hold_seat(
                 "now": now,
                 "max_holds": settings.max_holds_per_user,
             },
+            locks=[Lock.of(LockKind.SEAT, f"{date_id}/{request.seat_number}")],
         )
         row = await cursor.fetchone()
         assert row is not None  # held is one row
@@ -141,31 +153,24 @@ async def hold_seat(
                     metadata={"date_id": str(date_id), "seat_number": str(request.seat_number)},
                 )
             raise seat_unavailable(date_id, request.seat_number, started=start_time <= now)
-        return reservation_pb2.ReserveSeatResponse(
-            reservation=reservation_message(
-                (
-                    reservation_id,
-                    fan.user_id,
-                    concert_id,
-                    date_id,
-                    request.seat_number,
-                    price,
-                    "held",
-                    now,
-                    expires_at,
+        response = await unit.remember(
+            record,
+            reservation_pb2.ReserveSeatResponse(
+                reservation=reservation_message(
+                    (
+                        reservation_id,
+                        fan.user_id,
+                        concert_id,
+                        date_id,
+                        request.seat_number,
+                        price,
+                        "held",
+                        now,
+                        expires_at,
+                    )
                 )
-            )
+            ),
         )
-
-    response = await run_once_in_transaction(
-        ctx.pool,
-        ctx.clock,
-        scope=f"ReservationService.ReserveSeat:{fan.user_id}",
-        request_id=request_id,
-        request=request,
-        response_type=reservation_pb2.ReserveSeatResponse,
-        execute=execute,
-    )
     ctx.seat_lists.invalidate(date_id)  # this process's lists show the hold at once
     return response
 
@@ -201,13 +206,22 @@ async def cancel_reservation(
     violations.raise_if_any()
     now = ctx.clock.now()
 
-    async def execute(conn: AsyncConnection) -> reservation_pb2.CancelReservationResponse:
+    record = RequestRecord(
+        f"ReservationService.CancelReservation:{fan.user_id}",
+        request_id,
+        request,
+        reservation_pb2.CancelReservationResponse,
+    )
+    async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        if (replay := await unit.replay(record)) is not None:
+            return replay
         # The reservation row lock orders this against a payment's
         # confirmation of the same reservation.
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             f"SELECT {RESERVATION_COLUMNS} FROM reservations r"
             " WHERE r.id = %(id)s AND r.user_id = %(user)s FOR UPDATE",
             {"now": now, "id": reservation_id, "user": fan.user_id},
+            locks=[Lock.of(LockKind.RESERVATION, reservation_id)],
         )
         row = await cursor.fetchone()
         if row is None:
@@ -218,46 +232,43 @@ async def cancel_reservation(
                 f"the reservation is {row[6]}",
                 metadata={"state": row[6]},
             )
-        await conn.execute(
+        await unit.execute(
             "UPDATE reservations SET state = 'cancelled' WHERE id = %s", (reservation_id,)
         )
-        await conn.execute(
+        await unit.execute(
             "UPDATE seats SET held_until = NULL, reservation_id = NULL"
             " WHERE date_id = %s AND seat_number = %s AND reservation_id = %s AND NOT sold",
             (row[3], row[4], reservation_id),
+            locks=[Lock.of(LockKind.SEAT, f"{row[3]}/{row[4]}")],
         )
-        return reservation_pb2.CancelReservationResponse(
-            reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
+        response = await unit.remember(
+            record,
+            reservation_pb2.CancelReservationResponse(
+                reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
+            ),
         )
-
-    response = await run_once_in_transaction(
-        ctx.pool,
-        ctx.clock,
-        scope=f"ReservationService.CancelReservation:{fan.user_id}",
-        request_id=request_id,
-        request=request,
-        response_type=reservation_pb2.CancelReservationResponse,
-        execute=execute,
-    )
     ctx.seat_lists.invalidate(uuid.UUID(response.reservation.date_id))
     return response
 
 
-async def expire_holds(conn: AsyncConnection, now: datetime) -> int:
+async def expire_holds(conn: AsyncConnection, clock: Clock) -> int:
     """The hold-expiry job: write down what the clock already decided.
 
     Readers and writers already treat these holds as gone; this frees the
     rows so indexes stay small. Conditional updates, safe to overlap.
     """
-    async with conn.transaction():
-        cursor = await conn.execute(
+    now = clock.now()
+    async with unit_on(conn, clock) as unit:
+        cursor = await unit.execute(
             "UPDATE reservations SET state = 'expired' WHERE state = 'held' AND expires_at <= %s",
             (now,),
+            locks=[Lock.of(LockKind.RESERVATION)],
         )
         expired = cursor.rowcount
-        await conn.execute(
+        await unit.execute(
             "UPDATE seats SET held_until = NULL, reservation_id = NULL"
             " WHERE held_until IS NOT NULL AND held_until <= %s AND NOT sold",
             (now,),
+            locks=[Lock.of(LockKind.SEAT)],
         )
     return expired

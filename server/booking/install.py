@@ -14,7 +14,7 @@ RECONCILIATION_JOB = "payment-reconciliation"
 
 def install_booking(ctx: ServiceContext) -> None:
     async def hold_expiry(conn: AsyncConnection) -> int:
-        return await expire_holds(conn, ctx.clock.now())
+        return await expire_holds(conn, ctx.clock)
 
     async def reconciliation(conn: AsyncConnection) -> dict[str, int]:
         return await reconcile_payments(ctx, conn)

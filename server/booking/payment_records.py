@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from concert.v1 import payment_pb2
 from server.booking.concerts import timestamp
-from server.db.committing import execute_then_commit
+from server.db.unit_of_work import Lock, LockKind, RequestRecord, UnitOfWork
 from server.errors import FailedPrecondition
 from server.queue import store
 
@@ -27,8 +25,13 @@ _STATES = {
 }
 
 
-def pay_scope(user_id: uuid.UUID) -> str:
-    return f"PaymentService.Pay:{user_id}"
+def pay_record(
+    user_id: uuid.UUID, request_id: uuid.UUID | None, request: payment_pb2.PayRequest
+) -> RequestRecord[payment_pb2.PayResponse]:
+    """Pay's AIP-155 record: one scope per fan, whichever path pays."""
+    return RequestRecord(
+        f"PaymentService.Pay:{user_id}", request_id, request, payment_pb2.PayResponse
+    )
 
 
 def reservation_not_held(why: str) -> FailedPrecondition:
@@ -59,28 +62,26 @@ class Sale:
     token_id: uuid.UUID
 
 
-async def count_sales(
-    conn: AsyncConnection, sales: list[Sale], now: datetime, *, commit: bool = False
-) -> None:
-    """The rows every payment shares, as the last statement of its transaction.
+async def count_sales(unit: UnitOfWork, sales: list[Sale], now: datetime) -> None:
+    """The rows every payment shares, as the last statement of its unit of work.
 
     concert_dates.sold_seat_count (one row per date) and the queue's
     completed_count (one row in all) serialise every payment: each Pay holds
     their locks from this statement to its COMMIT. So the fan's own token is
     ended first, and the two counters and the queue's NOTIFY then go in ONE
-    statement; with commit=True (a transaction opened with
-    server.db.committing.transaction) the COMMIT travels with it, so the locks
+    statement, sent with the COMMIT (UnitOfWork.commit_with), so the locks
     are never held across a round trip (docs/load-test-report.md, Round 3). A
     token the expiry job ended first is not counted again.
     """
     for sale in sales:
-        expires_at = await store.end_token(conn, sale.token_id, "completed", now)
+        expires_at = await store.end_token(unit, sale.token_id, "completed", now)
         completed = [] if expires_at is None else [(sale.token_id, expires_at)]
         params = {"date": sale.date_id, **store.completion_params(completed, now)}
-        if commit and sale is sales[-1]:
-            await execute_then_commit(conn, _COUNT_SALE, params)
+        locks = [Lock.of(LockKind.CONCERT_DATE, sale.date_id), Lock.of(LockKind.QUEUE_STATE)]
+        if sale is sales[-1]:
+            await unit.commit_with(_COUNT_SALE, params, locks=locks)
         else:
-            await conn.execute(_COUNT_SALE, params)
+            await unit.execute(_COUNT_SALE, params, locks=locks)
 
 
 _COUNT_SALE = (

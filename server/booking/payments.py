@@ -35,28 +35,27 @@ from psycopg import AsyncConnection
 
 from concert.v1 import payment_pb2
 from server.booking.gateway import ChargeOutcome, ChargeState, WalletGateway
-from server.booking.holds import reservation_not_found
+from server.booking.holds import hold_state, reservation_not_found
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
     Sale,
     count_sales,
-    pay_scope,
+    pay_record,
     payment_message,
     reservation_not_held,
 )
 from server.booking.wallet_payment import pay_from_wallet
 from server.context import ServiceContext
+from server.db.unit_of_work import Lock, LockKind, UnitOfWork, stored_answer, unit_of_work, unit_on
 from server.errors import (
     Aborted,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     Unavailable,
     Violations,
 )
 from server.fan import Fan
-from server.idempotency import fingerprint, run_once
+from server.queue import store
 from server.queue.completion import require_live_token
 from server.validation import parse_request_id, parse_uuid
 
@@ -94,13 +93,16 @@ async def pay(
         # The money is in this database: the debit joins the sale's transaction.
         return await pay_from_wallet(ctx, fan, reservation_id, request_id, request)
 
-    # 1. begin
+    # 1. begin. The first answer to this request id is looked up before any
+    # money moves (AIP-155): a retry never charges, and a reused id is refused
+    # before it charges; the confirmation stores the answer.
+    record = pay_record(fan.user_id, request_id, request)
     now = ctx.clock.now()
-    async with ctx.pool.connection() as conn, conn.transaction():
-        replay = await _stored_answer(conn, pay_scope(fan.user_id), request_id, request)
+    async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        replay = await stored_answer(unit.conn, record)
         if replay is not None:
             return replay
-        attempt = await _begin_attempt(conn, fan, reservation_id, request_id, now)
+        attempt = await _begin_attempt(unit, fan, reservation_id, request_id, now)
 
     # 2. charge
     try:
@@ -124,8 +126,8 @@ async def pay(
 
     # 3. confirm, or give the money back
     try:
-        async with ctx.pool.connection() as conn, conn.transaction():
-            return await _confirm_once(ctx, conn, attempt, request, fan=fan)
+        async with unit_of_work(ctx.pool, ctx.clock) as unit:
+            return await _confirm_once(ctx, unit, attempt, request, fan=fan)
     except Exception as failure:
         await settle_by_refund(ctx, attempt)
         if isinstance(failure, NotConfirmable):
@@ -133,36 +135,8 @@ async def pay(
         raise
 
 
-async def _stored_answer(
-    conn: AsyncConnection,
-    scope: str,
-    request_id: uuid.UUID | None,
-    request: payment_pb2.PayRequest,
-) -> payment_pb2.PayResponse | None:
-    """The first answer to this request id, before any money moves (AIP-155).
-
-    run_once in the confirmation stores it; checking here too means a retry
-    never charges, and a reused id is refused before it charges.
-    """
-    if request_id is None:
-        return None
-    cursor = await conn.execute(
-        "SELECT fingerprint, response FROM idempotency_keys WHERE scope = %s AND request_id = %s",
-        (scope, request_id),
-    )
-    row = await cursor.fetchone()
-    if row is None or row[1] is None:
-        return None
-    if bytes(row[0]) != fingerprint(request):
-        raise InvalidArgument(
-            [FieldViolation("request_id", "already used for a different request")],
-            reason="REQUEST_ID_REUSED",
-        )
-    return payment_pb2.PayResponse.FromString(bytes(row[1]))
-
-
 async def _begin_attempt(
-    conn: AsyncConnection,
+    unit: UnitOfWork,
     fan: Fan,
     reservation_id: uuid.UUID,
     request_id: uuid.UUID | None,
@@ -171,23 +145,22 @@ async def _begin_attempt(
     # Lock order (docs/concurrency.md): the token, then the reservation, as the
     # confirmation does; taking them the other way round deadlocked a begin
     # against a concurrent Pay's confirmation.
-    await require_live_token(conn, fan, now)
+    await require_live_token(unit, fan, now)
     # The reservation's row lock: concurrent Pays of it take turns here, and
     # the second finds the first's attempt.
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "SELECT state, expires_at, price FROM reservations"
         " WHERE id = %s AND user_id = %s FOR UPDATE",
         (reservation_id, fan.user_id),
+        locks=[Lock.of(LockKind.RESERVATION, reservation_id)],
     )
     row = await cursor.fetchone()
     if row is None:
         raise reservation_not_found()
     state, expires_at, price = row
-    if state == "held" and expires_at <= now:
-        state = "expired"
-    if state != "held":
+    if (state := hold_state(state, expires_at, now)) != "held":
         raise reservation_not_held(f"it is {state}")
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "SELECT state FROM payment_attempts"
         " WHERE reservation_id = %s AND state IN ('charging', 'confirmed')",
         (reservation_id,),
@@ -201,7 +174,7 @@ async def _begin_attempt(
             retry_after_seconds=1.0,
         )
     attempt = Attempt(uuid.uuid4(), reservation_id, fan.user_id, fan.token_id, price, request_id)
-    await conn.execute(
+    await unit.execute(
         "INSERT INTO payment_attempts (id, reservation_id, user_id, token_id, amount, request_id,"
         " state, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'charging', %s, %s)",
         (
@@ -220,30 +193,27 @@ async def _begin_attempt(
 
 async def _confirm_once(
     ctx: ServiceContext,
-    conn: AsyncConnection,
+    unit: UnitOfWork,
     attempt: Attempt,
     request: payment_pb2.PayRequest,
     *,
     fan: Fan | None,
 ) -> payment_pb2.PayResponse:
-    """The confirmation transaction's statements (the caller opened it), answer stored once."""
+    """The confirmation's statements (the caller's unit of work), answer stored once."""
+    record = pay_record(attempt.user_id, attempt.request_id, request)
+    if (replay := await unit.replay(record)) is not None:
+        return replay
     now = ctx.clock.now()
     sales: list[Sale] = []
-    response = await run_once(
-        conn,
-        ctx.clock,
-        scope=pay_scope(attempt.user_id),
-        request_id=attempt.request_id,
-        request=request,
-        response_type=payment_pb2.PayResponse,
-        execute=lambda: confirm_attempt(conn, attempt, now, fan=fan, sales=sales),
+    response = await unit.remember(
+        record, await confirm_attempt(unit, attempt, now, fan=fan, sales=sales)
     )
-    await count_sales(conn, sales, now)
+    await count_sales(unit, sales, now)
     return response
 
 
 async def confirm_attempt(
-    conn: AsyncConnection,
+    unit: UnitOfWork,
     attempt: Attempt,
     now: datetime,
     *,
@@ -257,31 +227,39 @@ async def confirm_attempt(
     appended to `sales`, for the caller to count with count_sales as the last
     statements of the same transaction.
     """
-    cursor = await conn.execute(
-        "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE", (attempt.id,)
+    cursor = await unit.execute(
+        "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE",
+        (attempt.id,),
+        locks=[Lock.of(LockKind.PAYMENT_ATTEMPT, attempt.id)],
     )
     row = await cursor.fetchone()
     assert row is not None
     if row[0] == "confirmed":  # the reconciliation job got there first
-        return payment_pb2.PayResponse(payment=await _payment_of(conn, attempt.reservation_id))
+        return payment_pb2.PayResponse(payment=await _payment_of(unit.conn, attempt.reservation_id))
     if row[0] != "charging":
         raise NotConfirmable("the charge was already refunded")
     if fan is not None:
-        await require_live_token(conn, fan, now)
-    cursor = await conn.execute(
+        await require_live_token(unit, fan, now)
+    else:
+        # The job confirms whatever the token's state: it still locks the token
+        # before the reservation, as every payment does (the sale ends the
+        # token; taken after the reservation, it could deadlock with a Pay).
+        await store.get_token(unit, attempt.token_id, for_update=True)
+    cursor = await unit.execute(
         "SELECT state, expires_at, date_id, seat_number FROM reservations"
         " WHERE id = %s AND user_id = %s FOR UPDATE",
         (attempt.reservation_id, attempt.user_id),
+        locks=[Lock.of(LockKind.RESERVATION, attempt.reservation_id)],
     )
     reservation = await cursor.fetchone()
     assert reservation is not None
     state, expires_at, date_id, seat_number = reservation
-    if state != "held" or expires_at <= now:
-        raise NotConfirmable("the hold expired" if state == "held" else f"it is {state}")
+    if (state := hold_state(state, expires_at, now)) != "held":
+        raise NotConfirmable("the hold expired" if state == "expired" else f"it is {state}")
     # One statement for the four rows of this sale (the seat, the payment, the
     # reservation, the attempt). Each part is conditional; if the seat or the
     # payment part did nothing, NotConfirmable rolls all of them back.
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "WITH seat AS ("
         "  UPDATE seats SET sold = true, held_until = NULL"
         "  WHERE date_id = %(date)s AND seat_number = %(seat)s AND reservation_id = %(reservation)s"
@@ -310,6 +288,7 @@ async def confirm_attempt(
             "amount": attempt.amount,
             "attempt": attempt.id,
         },
+        locks=[Lock.of(LockKind.SEAT, f"{date_id}/{seat_number}")],
     )
     written = await cursor.fetchone()
     assert written is not None
@@ -333,6 +312,7 @@ async def _payment_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> payme
 async def _move_attempt(
     conn: AsyncConnection, attempt_id: uuid.UUID, from_state: str, to_state: str, now: datetime
 ) -> bool:
+    """One conditional UPDATE, in autocommit (a transaction of its own)."""
     cursor = await conn.execute(
         "UPDATE payment_attempts SET state = %s, updated_at = %s WHERE id = %s AND state = %s",
         (to_state, now, attempt_id, from_state),
@@ -411,8 +391,8 @@ async def _reconcile_charging(
             request_id=str(attempt.request_id) if attempt.request_id else "",
         )
         try:
-            async with conn.transaction():
-                await _confirm_once(ctx, conn, attempt, request, fan=None)
+            async with unit_on(conn, ctx.clock) as unit:
+                await _confirm_once(ctx, unit, attempt, request, fan=None)
             return "confirmed"
         except NotConfirmable:
             pass

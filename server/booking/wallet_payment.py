@@ -8,7 +8,7 @@ payment module is the wallet, whose rows live in the same database, so none of
 that is needed: one transaction checks the token and the hold, takes the
 money, records the charge in the gateway's book, sells the seat, records the
 payment and completes the token. Either all of it commits or none of it does:
-no charge can be orphaned, no refund is ever needed, and a Pay is 8 round
+no charge can be orphaned, no refund is ever needed, and a Pay is 7 round
 trips instead of about 21 (docs/load-test-report.md, Round 3).
 
 The rows written are the same as the three-step path's (a 'confirmed'
@@ -23,25 +23,23 @@ from __future__ import annotations
 
 import uuid
 
-from psycopg import AsyncConnection
-
 from concert.v1 import payment_pb2
-from server.booking.holds import reservation_not_found
+from server.booking.holds import hold_state, reservation_not_found
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
     Sale,
     count_sales,
-    pay_scope,
+    pay_record,
     payment_message,
     reservation_not_held,
 )
 from server.context import ServiceContext
-from server.db.committing import transaction
+from server.db.unit_of_work import Lock, LockKind, unit_of_work
 from server.errors import FailedPrecondition
 from server.fan import Fan
-from server.idempotency import run_once
 from server.queue.completion import insist_live
 from server.queue.store import TOKEN_COLUMNS, TokenRow
+from server.wallet import ledger
 
 # The token's row lock, then the reservation's (the MATERIALIZED CTE runs
 # first: the reservation's scan waits on it through the EXISTS). One row per
@@ -57,42 +55,36 @@ _LOCK_TOKEN_AND_RESERVATION = f"""
     SELECT t.*, r.* FROM t LEFT JOIN r ON true
 """
 
-# Everything the sale writes, guarded by the debit: if the wallet holds less
-# than the price, the UPDATE of wallets matches nothing and no other part
-# writes. A free seat (price 0) moves no money and so writes no ledger entry.
+# Everything the sale writes, guarded by the debit (the wallet's own move and
+# ledger row, server/wallet/ledger.py): if the wallet holds less than the
+# price, the UPDATE of wallets matches nothing and no other part writes. A
+# free seat (price 0) moves no money and so writes no ledger entry.
 _DEBIT_AND_SELL = f"""
-    WITH debit AS (
-        UPDATE wallets SET balance = balance - %(amount)s, updated_at = %(now)s
-         WHERE user_id = %(user)s AND balance >= %(amount)s
-        RETURNING user_id, balance
-    ), entry AS (
-        INSERT INTO wallet_ledger (user_id, amount, kind, reference, balance_after, created_at)
-        SELECT user_id, -%(amount)s, 'payment', %(key)s, balance, %(now)s
-          FROM debit WHERE %(amount)s > 0
-    ), charge AS (
+    WITH {ledger.MOVE_AND_RECORD}, charge AS (
         INSERT INTO gateway_charges (key, user_id, amount, state, created_at, updated_at)
-        SELECT %(key)s, %(user)s, %(amount)s, 'charged', %(now)s, %(now)s FROM debit
+        SELECT %(reference)s, %(user_id)s, %(amount)s, 'charged', %(now)s, %(now)s FROM moved
     ), attempt AS (
         INSERT INTO payment_attempts (id, reservation_id, user_id, token_id, amount,
                                       request_id, state, created_at, updated_at)
-        SELECT %(key)s, %(reservation)s, %(user)s, %(token)s, %(amount)s,
-               %(request_id)s, 'confirmed', %(now)s, %(now)s FROM debit
+        SELECT %(reference)s, %(reservation)s, %(user_id)s, %(token)s, %(amount)s,
+               %(request_id)s, 'confirmed', %(now)s, %(now)s FROM moved
     ), seat AS (
         UPDATE seats SET sold = true, held_until = NULL
          WHERE date_id = %(date)s AND seat_number = %(seat)s
            AND reservation_id = %(reservation)s AND NOT sold AND held_until > %(now)s
-           AND EXISTS (SELECT FROM debit)
+           AND EXISTS (SELECT FROM moved)
         RETURNING 1
     ), payment AS (
         INSERT INTO payments (id, reservation_id, user_id, amount, charge_key, state, created_at)
-        SELECT %(payment)s, %(reservation)s, %(user)s, %(amount)s, %(key)s, 'completed', %(now)s
-          FROM debit
+        SELECT %(payment)s, %(reservation)s, %(user_id)s, %(amount)s, %(reference)s,
+               'completed', %(now)s
+          FROM moved
         RETURNING {PAYMENT_COLUMNS}
     ), paid AS (
         UPDATE reservations SET state = 'paid'
-         WHERE id = %(reservation)s AND EXISTS (SELECT FROM debit)
+         WHERE id = %(reservation)s AND EXISTS (SELECT FROM moved)
     )
-    SELECT EXISTS (SELECT FROM debit), EXISTS (SELECT FROM seat), payment.*
+    SELECT EXISTS (SELECT FROM moved), EXISTS (SELECT FROM seat), payment.*
       FROM (SELECT) AS one LEFT JOIN payment ON true
 """
 
@@ -108,15 +100,17 @@ async def pay_from_wallet(
     request_id: uuid.UUID | None,
     request: payment_pb2.PayRequest,
 ) -> payment_pb2.PayResponse:
-    sales: list[Sale] = []
-    paid_token: list[TokenRow] = []
-    now = ctx.clock.now()  # replaced once the locks are held (below)
-
-    async def execute(conn: AsyncConnection) -> payment_pb2.PayResponse:
-        nonlocal now
-        cursor = await conn.execute(
+    record = pay_record(fan.user_id, request_id, request)
+    async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        if (replay := await unit.replay(record)) is not None:
+            return replay
+        cursor = await unit.execute(
             _LOCK_TOKEN_AND_RESERVATION,
             {"token": fan.token_id, "reservation": reservation_id, "user": fan.user_id},
+            locks=[
+                Lock.of(LockKind.QUEUE_TOKEN, fan.token_id),
+                Lock.of(LockKind.RESERVATION, reservation_id),
+            ],
         )
         row = await cursor.fetchone()
         # The time is read after the wait for the pool and the locks: a hold
@@ -128,17 +122,15 @@ async def pay_from_wallet(
         state, expires_at, price, date_id, seat_number = row[6:]
         if state is None:
             raise reservation_not_found()
-        if state == "held" and expires_at <= now:
-            state = "expired"
-        if state != "held":
+        if (state := hold_state(state, expires_at, now)) != "held":
             raise reservation_not_held(f"it is {state}")
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             _DEBIT_AND_SELL,
             {
+                **ledger.entry_params(
+                    fan.user_id, -price, ledger.EntryKind.PAYMENT, uuid.uuid4(), now
+                ),
                 "amount": price,
-                "now": now,
-                "user": fan.user_id,
-                "key": uuid.uuid4(),
                 "reservation": reservation_id,
                 "token": fan.token_id,
                 "request_id": request_id,
@@ -146,6 +138,10 @@ async def pay_from_wallet(
                 "seat": seat_number,
                 "payment": uuid.uuid4(),
             },
+            locks=[
+                Lock.of(LockKind.WALLET, fan.user_id),
+                Lock.of(LockKind.SEAT, f"{date_id}/{seat_number}"),
+            ],
         )
         written = await cursor.fetchone()
         assert written is not None
@@ -162,23 +158,12 @@ async def pay_from_wallet(
                 # fan took the seat: the debit rolls back with the rest.
                 raise reservation_not_held("it expired")
             raise SaleNotWritten(reservation_id)
-        sales.append(Sale(date_id, fan.token_id))
-        paid_token.append(token)
-        return payment_pb2.PayResponse(payment=payment_message(written[2:]))
-
-    async with ctx.pool.connection() as conn, transaction(conn):
-        response = await run_once(
-            conn,
-            ctx.clock,
-            scope=pay_scope(fan.user_id),
-            request_id=request_id,
-            request=request,
-            response_type=payment_pb2.PayResponse,
-            execute=lambda: execute(conn),
+        response = await unit.remember(
+            record, payment_pb2.PayResponse(payment=payment_message(written[2:]))
         )
         # Last, after the stored answer: the counters every payment shares,
-        # with the COMMIT in the same message (server/db/committing.py).
-        await count_sales(conn, sales, now, commit=True)
-    for token in paid_token:  # committed: every call of this process refuses it from now
-        ctx.queue.completed_here(token.token_id, token.expires_at)
+        # sent with the COMMIT.
+        await count_sales(unit, [Sale(date_id, fan.token_id)], now)
+    # Committed: every call of this process refuses the token from now.
+    ctx.queue.completed_here(token.token_id, token.expires_at)
     return response

@@ -20,15 +20,19 @@ class LockNamespace(IntEnum):
     SECRETS = 3
     # Seeding the demo data: several workers starting at once create it once (session lock).
     DEMO_SEED = 4
-    # One fan's queue token: issue/refresh/complete serialise per user (transaction lock).
-    QUEUE_USER = 10
+    # One fan's queue lock: IssueToken's locked path (a fan with a live token,
+    # or whose first-token claim lost a race) takes it, so one fan's issues
+    # take turns and a fan never holds two live tokens (transaction lock).
+    QUEUE_FAN = 10
     # The admission window (one key, 0): every IssueToken holds it shared while it
     # draws and inserts its queue number; the admission pass and SetAdmission take it
     # exclusive, so they never count around a number drawn but not yet committed
     # (transaction lock; docs/queue.md, "bounded").
     ADMISSION = 11
-    # One fan's wallet and holds: payments and charges serialise per user (transaction lock).
-    WALLET_USER = 20
+    # One fan's hold cap: ReserveSeat counts the fan's live holds, then adds
+    # one; two holds of one fan on different seats take turns here, so both
+    # cannot count under the cap (transaction lock).
+    HOLD_CAP = 20
 
 
 def lock_id(name: str) -> int:

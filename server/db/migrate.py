@@ -17,6 +17,7 @@ from importlib import resources
 from psycopg import AsyncConnection, sql
 
 from server.db.locks import MIGRATIONS_LOCK
+from server.db.unit_of_work import unit_on
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,9 @@ async def migrate(conn: AsyncConnection, *, up_to: int | None = None) -> list[in
                         "was applied; add a new migration instead"
                     )
                 continue
-            async with conn.transaction():
-                await conn.execute(sql.SQL(migration.sql))
-                await conn.execute(
+            async with unit_on(conn) as unit:
+                await unit.execute(sql.SQL(migration.sql))
+                await unit.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),
                 )

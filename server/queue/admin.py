@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import admin_pb2
 from server.clock import Clock
+from server.db.unit_of_work import unit_of_work
 from server.errors import Violations
 from server.queue import store
 from server.queue.admission_pass import admit_waiting
@@ -32,14 +33,14 @@ async def set_admission(
     if request.HasField("capacity") and not 0 <= request.capacity <= MAX_CAPACITY:
         violations.add("capacity", f"must be from 0 to {MAX_CAPACITY}")
     violations.raise_if_any()
-    async with pool.connection() as conn, conn.transaction():
-        await store.lock_admission(conn)
-        current = await store.lock_queue_state(conn)
+    async with unit_of_work(pool, clock) as unit:
+        await store.lock_admission(unit)
+        current = await store.lock_queue_state(unit)
         capacity = request.capacity if request.HasField("capacity") else current.capacity
         paused = request.paused if request.HasField("paused") else current.paused
-        state = await store.set_admission(conn, capacity, paused, clock.now())
-        state = await admit_waiting(conn, clock) or state
-        await store.notify_change(conn, state)
+        state = await store.set_admission(unit, capacity, paused, clock.now())
+        state = await admit_waiting(unit, clock) or state
+        await store.notify_change(unit, state)
     runtime.apply(state)
     response = admin_pb2.SetAdmissionResponse(capacity=state.capacity, paused=state.paused)
     response.update_time.FromDatetime(state.updated_at)
@@ -47,9 +48,8 @@ async def set_admission(
 
 
 async def queue_stats(pool: AsyncConnectionPool, clock: Clock) -> admin_pb2.GetQueueStatsResponse:
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        counts = await store.queue_counts(conn, clock.now())
+    async with unit_of_work(pool, clock, snapshot=True) as unit:
+        counts = await store.queue_counts(unit.conn, clock.now())
     return admin_pb2.GetQueueStatsResponse(
         issued_count=counts.issued,
         completed_count=counts.completed,

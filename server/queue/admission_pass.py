@@ -28,6 +28,7 @@ from psycopg import AsyncConnection
 
 from server.background import cancel_and_wait
 from server.clock import Clock
+from server.db.unit_of_work import UnitOfWork, unit_on
 from server.jobs import JobFunction
 from server.queue import store
 from server.queue.admission import AdmissionState
@@ -42,16 +43,16 @@ INTERVAL_SECONDS = 1.0
 TRIGGER_DELAY_SECONDS = 0.02
 
 
-async def admit_waiting(conn: AsyncConnection, clock: Clock) -> AdmissionState | None:
-    """One pass, in the caller's transaction; the new state if the window moved."""
-    await store.lock_admission(conn)
-    state = await store.lock_queue_state(conn)
+async def admit_waiting(unit: UnitOfWork, clock: Clock) -> AdmissionState | None:
+    """One pass, in the caller's unit of work; the new state if the window moved."""
+    await store.lock_admission(unit)
+    state = await store.lock_queue_state(unit)
     now = clock.now()
     room = 0 if state.paused else state.capacity
-    head = await store.read_line_head(conn, state.window_limit, room, now)
+    head = await store.read_line_head(unit.conn, state.window_limit, room, now)
     free = room - head.admitted
     if free <= 0:
-        await store.record_pass(conn, now)
+        await store.record_pass(unit, now)
         return None
     if head.waiting == free:
         # As many wait as there are places: the window ends at the free-th of them.
@@ -61,15 +62,15 @@ async def admit_waiting(conn: AsyncConnection, clock: Clock) -> AdmissionState |
         new_limit, admitted = head.last_drawn + free - head.waiting, head.waiting
     new_limit = max(new_limit, state.window_limit)  # the window never moves back
     if new_limit == state.window_limit:
-        await store.record_pass(conn, now)
+        await store.record_pass(unit, now)
         return None
-    return await store.move_window(conn, state.window_limit, new_limit, admitted, now)
+    return await store.move_window(unit, state.window_limit, new_limit, admitted, now)
 
 
 def admission_job(clock: Clock, runtime: QueueRuntime) -> JobFunction:
     async def run(conn: AsyncConnection) -> int:
-        async with conn.transaction():
-            state = await admit_waiting(conn, clock)
+        async with unit_on(conn, clock) as unit:
+            state = await admit_waiting(unit, clock)
         if state is None:
             return 0
         runtime.apply(state)

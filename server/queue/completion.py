@@ -15,23 +15,22 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from psycopg import AsyncConnection
-
+from server.db.unit_of_work import Lock, LockKind, UnitOfWork
 from server.errors import FailedPrecondition, Unauthenticated
 from server.fan import Fan
 from server.queue import store
 
 
-async def require_live_token(conn: AsyncConnection, fan: Fan, now: datetime) -> None:
+async def require_live_token(unit: UnitOfWork, fan: Fan, now: datetime) -> None:
     """Lock the fan's token row (FOR UPDATE) and insist it is live and the fan's."""
-    insist_live(await store.get_token(conn, fan.token_id, for_update=True), now, fan)
+    insist_live(await store.get_token(unit, fan.token_id, for_update=True), now, fan)
 
 
 async def require_live_token_then_lock(
-    conn: AsyncConnection, fan: Fan, now: datetime, namespace: int, key: int
+    unit: UnitOfWork, fan: Fan, now: datetime, then: Lock
 ) -> None:
-    """require_live_token, then pg_advisory_xact_lock(namespace, key): one round trip."""
-    insist_live(await store.lock_token_then(conn, fan.token_id, namespace, key), now, fan)
+    """require_live_token, then the advisory lock `then`: one round trip."""
+    insist_live(await store.lock_token_then(unit, fan.token_id, then), now, fan)
 
 
 def insist_live(token: store.TokenRow | None, now: datetime, fan: Fan | None = None) -> None:
@@ -53,7 +52,7 @@ def insist_live(token: store.TokenRow | None, now: datetime, fan: Fan | None = N
         )
 
 
-async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -> bool:
+async def complete_token(unit: UnitOfWork, token_id: UUID, now: datetime) -> bool:
     """Mark a live token completed and count it once; True if this call completed it.
 
     The NOTIFY is delivered when the caller's transaction commits, so every
@@ -61,11 +60,12 @@ async def complete_token(conn: AsyncConnection, token_id: UUID, now: datetime) -
     its gate refuses the completed token from then on. Payments count their
     sale in the same statement instead (server/booking/payment_records.py).
     """
-    expires_at = await store.end_token(conn, token_id, "completed", now)
+    expires_at = await store.end_token(unit, token_id, "completed", now)
     if expires_at is None:
         return False
-    await conn.execute(
+    await unit.execute(
         f"WITH {store.ADD_COMPLETED_CTE} SELECT {store.NOTIFY_STATE_CHANGE} FROM state",
         store.completion_params([(token_id, expires_at)], now),
+        locks=[Lock.of(LockKind.QUEUE_STATE)],
     )
     return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 
 from server.clock import Clock
+from server.db.unit_of_work import unit_on
 from server.jobs import JobFunction
 from server.queue import store
 from server.queue.admission import AdmissionState
@@ -25,15 +26,15 @@ async def expire_and_count(
     conn: AsyncConnection, clock: Clock
 ) -> tuple[int, AdmissionState | None]:
     """One run, in one transaction: (tokens expired, the new state if any were)."""
-    async with conn.transaction():
+    async with unit_on(conn, clock) as unit:
         now = clock.now()
-        lapsed = await store.expire_stale_tokens(conn, now)
+        lapsed = await store.expire_stale_tokens(unit, now)
         if lapsed.total == 0:
             return 0, None
         state = await store.add_completed(
-            conn, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
+            unit, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
         )
-        await store.notify_change(conn, state)
+        await store.notify_change(unit, state)
     return lapsed.total, state
 
 

@@ -14,6 +14,7 @@ from server.accounts.authentication import (
 )
 from server.accounts.runtime import AccountRuntime
 from server.clock import Clock
+from server.db.unit_of_work import unit_of_work
 from server.errors import Violations
 from server.queue import store
 from server.queue.admission import AdmissionState
@@ -90,25 +91,25 @@ async def _take_place_locked(
     one is issued.
     """
     changed: AdmissionState | None = None
-    async with pool.connection() as conn, conn.transaction():
-        await store.lock_user_queue(conn, user_id)
+    async with unit_of_work(pool, clock) as unit:
+        await store.lock_fan_queue(unit, user_id)
         now = clock.now()
         lapsed = store.Lapsed()
-        held = await store.find_live_token(conn, user_id)
+        held = await store.find_live_token(unit.conn, user_id)
         if held is not None and held.expires_at > now:
             admitted = runtime.state.is_admitted(held.queue_number)
-            token = await store.touch_token(conn, held.token_id, now, runtime.token_ttl, admitted)
+            token = await store.touch_token(unit, held.token_id, now, runtime.token_ttl, admitted)
             assert token is not None  # live and locked out from other issues of this user
         else:
-            if held is not None and await store.end_token(conn, held.token_id, "expired", now):
+            if held is not None and await store.end_token(unit, held.token_id, "expired", now):
                 inside = runtime.state.is_admitted(held.queue_number)
                 lapsed = store.Lapsed(admitted=int(inside), waiting=int(not inside))
-            token = await store.insert_token(conn, uuid.uuid4(), user_id, now, runtime.token_ttl)
+            token = await store.insert_token(unit, uuid.uuid4(), user_id, now, runtime.token_ttl)
         if lapsed.total:
             changed = await store.add_completed(
-                conn, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
+                unit, now, lapsed_admitted=lapsed.admitted, lapsed_waiting=lapsed.waiting
             )
-            await store.notify_change(conn, changed)
+            await store.notify_change(unit, changed)
     if changed is not None:
         runtime.apply(changed)
     return presence.present(token)

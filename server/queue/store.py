@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from psycopg import AsyncConnection
 
 from server.db.locks import LockNamespace, lock_id
+from server.db.unit_of_work import Db, Lock, LockKind, UnitOfWork, execute
 from server.queue.admission import AdmissionState
 
 # Every change of queue_state is announced here, with the new row as payload.
@@ -72,16 +73,18 @@ async def read_queue_state(conn: AsyncConnection) -> AdmissionState:
 
 
 async def add_completed(
-    conn: AsyncConnection, now: datetime, *, lapsed_admitted: int = 0, lapsed_waiting: int = 0
+    db: Db, now: datetime, *, lapsed_admitted: int = 0, lapsed_waiting: int = 0
 ) -> AdmissionState:
     """Count tokens that lapsed (inside the window / still waiting) as completed,
     in the caller's transaction (takes the state row lock)."""
-    cursor = await conn.execute(
+    cursor = await execute(
+        db,
         "UPDATE queue_state SET completed_count = completed_count + %(admitted)s + %(waiting)s,"
         " lapsed_admitted = lapsed_admitted + %(admitted)s,"
         " lapsed_waiting = lapsed_waiting + %(waiting)s,"
         f" version = version + 1, updated_at = %(now)s RETURNING {_STATE_COLUMNS}",
         {"admitted": lapsed_admitted, "waiting": lapsed_waiting, "now": now},
+        locks=[Lock.of(LockKind.QUEUE_STATE)],
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -126,17 +129,20 @@ def _token_list(completed_tokens: Iterable[tuple[uuid.UUID, datetime]]) -> list[
     return [[str(t), e.isoformat()] for t, e in completed_tokens]
 
 
-async def lock_queue_state(conn: AsyncConnection) -> AdmissionState:
-    cursor = await conn.execute(f"SELECT {_STATE_COLUMNS} FROM queue_state FOR UPDATE")
+async def lock_queue_state(unit: UnitOfWork) -> AdmissionState:
+    cursor = await unit.execute(
+        f"SELECT {_STATE_COLUMNS} FROM queue_state FOR UPDATE",
+        locks=[Lock.of(LockKind.QUEUE_STATE)],
+    )
     row = await cursor.fetchone()
     assert row is not None
     return _state(row)
 
 
-async def lock_admission(conn: AsyncConnection) -> None:
+async def lock_admission(unit: UnitOfWork) -> None:
     """Wait until no IssueToken is between drawing its number and committing, and
     keep new ones out until the transaction ends (see LockNamespace.ADMISSION)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (int(LockNamespace.ADMISSION),))
+    await unit.lock(Lock.of(LockKind.ADMISSION))
 
 
 @dataclass(frozen=True)
@@ -177,13 +183,13 @@ async def read_line_head(
 
 
 async def move_window(
-    conn: AsyncConnection, old_limit: int, new_limit: int, admitted: int, now: datetime
+    unit: UnitOfWork, old_limit: int, new_limit: int, admitted: int, now: datetime
 ) -> AdmissionState:
     """The pass's write, in one statement: the window's new end, the `admitted`
     waiting tokens it let in, and the lapsed waiting tokens it passed over,
     expired and counted here (SKIP LOCKED: one being ended elsewhere is that
     caller's to count); announced to every process."""
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "WITH passed AS ("
         "  SELECT id FROM queue_tokens WHERE state = 'live' AND expires_at <= %(now)s"
         "   AND queue_number > %(old)s AND queue_number <= %(new)s"
@@ -201,31 +207,36 @@ async def move_window(
         f"  RETURNING {_STATE_COLUMNS}"
         f") SELECT {_STATE_COLUMNS}, {NOTIFY_STATE_CHANGE} FROM state",
         {"old": old_limit, "new": new_limit, "admitted": admitted, **completion_params([], now)},
+        # The passed-over tokens are taken with SKIP LOCKED: never a wait.
+        locks=[Lock.of(LockKind.QUEUE_STATE), Lock.of(LockKind.QUEUE_TOKEN, waits=False)],
     )
     row = await cursor.fetchone()
     assert row is not None
     return _state(row[:7])
 
 
-async def record_pass(conn: AsyncConnection, now: datetime) -> None:
+async def record_pass(unit: UnitOfWork, now: datetime) -> None:
     """A pass that moved nothing still says it ran (the liveness check reads it)."""
-    await conn.execute("UPDATE queue_state SET last_pass_at = %s", (now,))
+    await unit.execute(
+        "UPDATE queue_state SET last_pass_at = %s", (now,), locks=[Lock.of(LockKind.QUEUE_STATE)]
+    )
 
 
 async def set_admission(
-    conn: AsyncConnection, capacity: int, paused: bool, now: datetime
+    unit: UnitOfWork, capacity: int, paused: bool, now: datetime
 ) -> AdmissionState:
     """SetAdmission's write, under lock_admission: the window gives up its reach
     (numbers not drawn yet), so a pause or a lowered capacity admits nobody new;
     fans already inside stay inside. The caller then runs the pass (unless paused),
     which reaches again as far as the new capacity allows."""
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         f"UPDATE queue_state SET window_limit = least(window_limit, {LAST_DRAWN}),"
         " capacity_changed_at = CASE WHEN capacity <> %(capacity)s THEN %(now)s"
         "  ELSE capacity_changed_at END,"
         " capacity = %(capacity)s, paused = %(paused)s,"
         f" version = version + 1, updated_at = %(now)s RETURNING {_STATE_COLUMNS}",
         {"capacity": capacity, "paused": paused, "now": now},
+        locks=[Lock.of(LockKind.QUEUE_STATE)],
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -233,12 +244,12 @@ async def set_admission(
 
 
 async def notify_change(
-    conn: AsyncConnection,
+    unit: UnitOfWork,
     state: AdmissionState,
     completed_tokens: Iterable[tuple[uuid.UUID, datetime]] = (),
 ) -> None:
     """Announce the new state to every process; delivered when the transaction commits."""
-    await conn.execute(
+    await unit.execute(
         "SELECT pg_notify(%s, %s)", (CHANNEL, encode_change(state, completed_tokens))
     )
 
@@ -278,12 +289,9 @@ def decode_change(payload: str) -> tuple[AdmissionState, list[tuple[uuid.UUID, d
 # -- tokens ------------------------------------------------------------------
 
 
-async def lock_user_queue(conn: AsyncConnection, user_id: uuid.UUID) -> None:
-    """Serialise issue per user until the transaction ends (one live token per user)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(%s, %s)",
-        (int(LockNamespace.QUEUE_USER), lock_id(str(user_id))),
-    )
+async def lock_fan_queue(unit: UnitOfWork, user_id: uuid.UUID) -> None:
+    """Serialise issue per fan until the transaction ends (one live token per fan)."""
+    await unit.lock(Lock.of(LockKind.QUEUE_FAN, user_id))
 
 
 async def find_live_token(conn: AsyncConnection, user_id: uuid.UUID) -> TokenRow | None:
@@ -295,50 +303,51 @@ async def find_live_token(conn: AsyncConnection, user_id: uuid.UUID) -> TokenRow
     return TokenRow(*row) if row else None
 
 
-async def get_token(
-    conn: AsyncConnection, token_id: uuid.UUID, *, for_update: bool = False
-) -> TokenRow | None:
+async def get_token(db: Db, token_id: uuid.UUID, *, for_update: bool = False) -> TokenRow | None:
     lock = " FOR UPDATE" if for_update else ""
-    cursor = await conn.execute(
-        f"SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s{lock}", (token_id,)
+    cursor = await execute(
+        db,
+        f"SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s{lock}",
+        (token_id,),
+        locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id)] if for_update else [],
     )
     row = await cursor.fetchone()
     return TokenRow(*row) if row else None
 
 
-async def lock_token_then(
-    conn: AsyncConnection, token_id: uuid.UUID, namespace: int, key: int
-) -> TokenRow | None:
-    """get_token(for_update=True), then pg_advisory_xact_lock(namespace, key), in one round trip.
+async def lock_token_then(unit: UnitOfWork, token_id: uuid.UUID, then: Lock) -> TokenRow | None:
+    """get_token(for_update=True), then the advisory lock `then`, in one round trip.
 
     The token's row lock is taken first (the MATERIALIZED CTE's FOR UPDATE runs
     before the outer projection calls the advisory lock), keeping the lock
     order token -> advisory of docs/concurrency.md. No token, no advisory lock.
     """
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "WITH t AS MATERIALIZED ("
         f"  SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s FOR UPDATE"
         f") SELECT {TOKEN_COLUMNS}, pg_advisory_xact_lock(%s, %s) FROM t",
-        (token_id, namespace, key),
+        (token_id, *then.advisory_key()),
+        locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id), then],
     )
     row = await cursor.fetchone()
     return TokenRow(*row[:6]) if row else None
 
 
 async def insert_token(
-    conn: AsyncConnection, token_id: uuid.UUID, user_id: uuid.UUID, now: datetime, ttl: timedelta
+    unit: UnitOfWork, token_id: uuid.UUID, user_id: uuid.UUID, now: datetime, ttl: timedelta
 ) -> TokenRow:
     """A new live token with the next queue number (nextval is atomic and never repeats).
 
     Holds the admission lock shared until the transaction ends (see
     LockNamespace.ADMISSION), taken before the number is drawn.
     """
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "WITH admission AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%s, 0))"
         " INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at)"
         " SELECT %s, %s, nextval('queue_numbers'), 'live', %s, %s FROM admission"
         f" RETURNING {TOKEN_COLUMNS}",
         (int(LockNamespace.ADMISSION), token_id, user_id, now, now + ttl),
+        locks=[Lock.of(LockKind.ADMISSION)],
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -386,7 +395,7 @@ async def claim_first_token(
             "now": now,
             "expires": now + ttl,
             "admission": int(LockNamespace.ADMISSION),
-            "namespace": int(LockNamespace.QUEUE_USER),
+            "namespace": int(LockNamespace.QUEUE_FAN),
             "key": lock_id(str(user_id)),
         },
     )
@@ -395,7 +404,7 @@ async def claim_first_token(
 
 
 async def touch_token(
-    conn: AsyncConnection,
+    db: Db,
     token_id: uuid.UUID,
     now: datetime,
     ttl: timedelta,
@@ -418,7 +427,8 @@ async def touch_token(
     target = (
         "(CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s) ELSE %(now)s END + %(ttl)s)"
     )
-    cursor = await conn.execute(
+    cursor = await execute(
+        db,
         "WITH touched AS ("
         "  UPDATE queue_tokens SET"
         "   admitted_at = CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s)"
@@ -433,6 +443,7 @@ async def touch_token(
         f" UNION ALL SELECT {TOKEN_COLUMNS} FROM queue_tokens"
         "  WHERE id = %(id)s AND NOT EXISTS (SELECT FROM touched)",
         {"id": token_id, "now": now, "ttl": ttl, "admitted": admitted, "min_move": min_move},
+        locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id)],
     )
     row = await cursor.fetchone()
     return TokenRow(*row) if row else None
@@ -462,14 +473,14 @@ async def touch_waiting_tokens(
     return {row[0]: row[1] for row in await cursor.fetchall()}
 
 
-async def end_token(
-    conn: AsyncConnection, token_id: uuid.UUID, state: str, now: datetime
-) -> datetime | None:
+async def end_token(db: Db, token_id: uuid.UUID, state: str, now: datetime) -> datetime | None:
     """live -> completed/expired, only if still live; its expiry if this call moved it."""
-    cursor = await conn.execute(
+    cursor = await execute(
+        db,
         "UPDATE queue_tokens SET state = %s, ended_at = %s WHERE id = %s AND state = 'live'"
         " RETURNING expires_at",
         (state, now, token_id),
+        locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id)],
     )
     row = await cursor.fetchone()
     return None if row is None else row[0]
@@ -487,7 +498,7 @@ class Lapsed:
         return self.admitted + self.waiting
 
 
-async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> Lapsed:
+async def expire_stale_tokens(unit: UnitOfWork, now: datetime) -> Lapsed:
     """Mark every live token whose expiry has passed as expired; how many this call moved.
 
     Rows are locked in id order (no deadlock between overlapping runs), and the
@@ -497,7 +508,7 @@ async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> Lapsed:
     lapsed waiting tokens it passes over itself, so one still above the window
     here lapsed while waiting.
     """
-    cursor = await conn.execute(
+    cursor = await unit.execute(
         "WITH stale AS ("
         "  SELECT id FROM queue_tokens WHERE state = 'live' AND expires_at <= %(now)s"
         "  ORDER BY id FOR UPDATE"
@@ -508,6 +519,7 @@ async def expire_stale_tokens(conn: AsyncConnection, now: datetime) -> Lapsed:
         "         count(*) FILTER (WHERE queue_number > q.window_limit)"
         "    FROM expired, queue_state q",
         {"now": now},
+        locks=[Lock.of(LockKind.QUEUE_TOKEN)],  # the stale ones, in id order
     )
     row = await cursor.fetchone()
     return Lapsed(int(row[0]), int(row[1])) if row else Lapsed()

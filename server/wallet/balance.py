@@ -10,12 +10,11 @@ import uuid
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from psycopg import AsyncConnection
 
 from concert.v1 import wallet_pb2
 from server.context import ServiceContext
+from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
 from server.errors import FailedPrecondition, NotFound, PermissionDenied, Violations
-from server.idempotency import run_once_in_transaction
 from server.validation import parse_request_id, parse_uuid
 from server.wallet import ledger
 
@@ -58,10 +57,10 @@ async def charge_wallet(
     assert user_id is not None
     caller.require_may_act_on(user_id)
 
-    async def execute(conn: AsyncConnection) -> wallet_pb2.ChargeResponse:
+    async def execute(unit: UnitOfWork) -> wallet_pb2.ChargeResponse:
         try:
             entry = await ledger.apply_entry(
-                conn, user_id, request.amount, ledger.EntryKind.CHARGE, request_id, now
+                unit, user_id, request.amount, ledger.EntryKind.CHARGE, request_id, now
             )
         except ledger.WalletNotFound:
             raise _user_not_found(user_id) from None
@@ -76,14 +75,13 @@ async def charge_wallet(
         )
 
     now = ctx.clock.now()
-    return await run_once_in_transaction(
+    return await run_once(
         ctx.pool,
         ctx.clock,
-        scope=f"WalletService.Charge:{caller.scope}",
-        request_id=request_id,
-        request=request,
-        response_type=wallet_pb2.ChargeResponse,
-        execute=execute,
+        RequestRecord(
+            f"WalletService.Charge:{caller.scope}", request_id, request, wallet_pb2.ChargeResponse
+        ),
+        execute,
     )
 
 

@@ -15,6 +15,8 @@ from enum import StrEnum
 
 from psycopg import AsyncConnection
 
+from server.db.unit_of_work import Db, Lock, LockKind, UnitOfWork, execute
+
 MAX_BALANCE = 1_000_000_000
 
 
@@ -42,20 +44,40 @@ class BalanceLimitExceeded(Exception):
     pass
 
 
-_APPLY = """
-WITH moved AS (
-    UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
-     WHERE user_id = %(user_id)s AND balance + %(delta)s BETWEEN 0 AND %(max)s
-    RETURNING user_id, balance
-)
-INSERT INTO wallet_ledger (user_id, amount, kind, reference, balance_after, created_at)
-SELECT user_id, %(delta)s, %(kind)s, %(reference)s, balance, %(now)s FROM moved
-RETURNING id, balance_after
+# The balance move and its ledger row, as two CTEs (`moved`, `entry`) for a
+# statement that may write more beside them (Pay's sale guards every other
+# write on `moved`). A move of 0 (a free seat) writes no ledger row.
+# entry_params() gives their parameters.
+MOVE_AND_RECORD = """
+    moved AS (
+        UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
+         WHERE user_id = %(user_id)s AND balance + %(delta)s BETWEEN 0 AND %(max)s
+        RETURNING user_id, balance
+    ), entry AS (
+        INSERT INTO wallet_ledger (user_id, amount, kind, reference, balance_after, created_at)
+        SELECT user_id, %(delta)s, %(kind)s, %(reference)s, balance, %(now)s FROM moved
+         WHERE %(delta)s <> 0
+        RETURNING id, balance_after
+    )
 """
+_APPLY = f"WITH {MOVE_AND_RECORD} SELECT id, balance_after FROM entry"
+
+
+def entry_params(
+    user_id: uuid.UUID, delta: int, kind: EntryKind, reference: uuid.UUID | None, now: datetime
+) -> dict[str, object]:
+    return {
+        "delta": delta,
+        "now": now,
+        "user_id": user_id,
+        "max": MAX_BALANCE,
+        "kind": kind.value,
+        "reference": reference,
+    }
 
 
 async def apply_entry(
-    conn: AsyncConnection,
+    db: Db,
     user_id: uuid.UUID,
     delta: int,
     kind: EntryKind,
@@ -65,21 +87,16 @@ async def apply_entry(
     """Move the balance by delta and record it; raise if the wallet or a bound says no."""
     if delta == 0:
         raise ValueError("a ledger entry moves money")
-    cursor = await conn.execute(
+    cursor = await execute(
+        db,
         _APPLY,
-        {
-            "delta": delta,
-            "now": now,
-            "user_id": user_id,
-            "max": MAX_BALANCE,
-            "kind": kind.value,
-            "reference": reference,
-        },
+        entry_params(user_id, delta, kind, reference, now),
+        locks=[Lock.of(LockKind.WALLET, user_id)],
     )
     row = await cursor.fetchone()
     if row is not None:
         return Entry(entry_id=row[0], balance=row[1])
-    balance = await read_balance(conn, user_id)
+    balance = await read_balance(db.conn if isinstance(db, UnitOfWork) else db, user_id)
     if balance is None:
         raise WalletNotFound(user_id)
     if delta < 0:

@@ -200,11 +200,12 @@ async def test_a_proven_caller_has_a_lane_of_its_own() -> None:
     place, and a thread at once, while every junk call waits its turn."""
     hasher = PasswordHasher(cost=14, workers=1, waiting=3)
     stored = hash_password_blocking("a password", 10)
+    dear = hash_password_blocking("a password", 14)  # each junk hash takes a while
     finished: list[str] = []
 
     async def junk(i: int) -> None:
         with hasher.place() as lane:
-            await hasher.verify_in_place(lane, "junk", stored)
+            await hasher.verify_in_place(lane, "junk", dear)
         finished.append(f"junk-{i}")
 
     async def proven() -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import psycopg
@@ -58,6 +59,7 @@ SEATS = 60  # more than the fans: seats stay free for the holds placed after the
 PRICE = 1000
 JOB = "hold-expiry"
 PASSWORD = "correct horse battery"
+T = TypeVar("T")
 
 
 class Client:
@@ -195,6 +197,19 @@ def create_concert(client: Client) -> str:
     return str(reply.dates[0].date_id)
 
 
+def _while_hashing_busy(call: Callable[[], T]) -> T:
+    """A password call, retried as its RetryInfo asks while the hashing line is full
+    (a dozen fans sign up at once on a small machine)."""
+    for _ in range(30):
+        try:
+            return call()
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+                raise
+            time.sleep(1.0)
+    return call()
+
+
 def fan_journey(clients: list[Client], i: int, date_id: str) -> str:
     """Sign-up, sign-in, token, charge, browse, hold; then pay, cancel or let it expire.
 
@@ -202,11 +217,15 @@ def fan_journey(clients: list[Client], i: int, date_id: str) -> str:
     """
     at = lambda step: clients[(i + step) % len(clients)]  # noqa: E731
     email = f"fan-{i}-{uuid.uuid4().hex[:8]}@example.com"
-    user = at(0).account.SignUp(
-        account_pb2.SignUpRequest(email=email, password=PASSWORD), timeout=30
+    user = _while_hashing_busy(
+        lambda: at(0).account.SignUp(
+            account_pb2.SignUpRequest(email=email, password=PASSWORD), timeout=30
+        )
     )
-    session = at(1).account.SignIn(
-        account_pb2.SignInRequest(email=email, password=PASSWORD), timeout=30
+    session = _while_hashing_busy(
+        lambda: at(1).account.SignIn(
+            account_pb2.SignInRequest(email=email, password=PASSWORD), timeout=30
+        )
     )
     token = (
         at(2)

@@ -17,7 +17,8 @@ from concert.v1 import account_pb2
 from server.app import App
 from server.clock import FakeClock
 from server.db.migrate import migrate
-from server.idempotency import PRUNE_JOB, fingerprint
+from server.db.unit_of_work import fingerprint
+from server.idempotency import PRUNE_JOB
 from tests.support import Stubs
 
 

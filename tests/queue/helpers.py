@@ -91,10 +91,11 @@ async def admit_waiting(app: App) -> None:
 
 async def complete(app: App, token: str) -> bool:
     """Complete a token as a payment would, in its own transaction."""
+    from server.db.unit_of_work import unit_of_work
     from server.queue.completion import complete_token
     from server.queue.tokens import read_queue_token
 
     claims = read_queue_token(app.ctx.signer, token)
     assert claims is not None
-    async with app.ctx.pool.connection() as conn, conn.transaction():
-        return await complete_token(conn, claims.token_id, app.ctx.clock.now())
+    async with unit_of_work(app.ctx.pool, app.ctx.clock) as unit:
+        return await complete_token(unit, claims.token_id, app.ctx.clock.now())

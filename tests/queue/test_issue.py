@@ -225,7 +225,7 @@ async def test_the_single_statement_issue_inserts_only_for_a_fan_without_a_live_
         async with await psycopg.AsyncConnection.connect(database_url) as other:
             await other.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)",
-                (int(LockNamespace.QUEUE_USER), lock_id(str(busy_user))),
+                (int(LockNamespace.QUEUE_FAN), lock_id(str(busy_user))),
             )
             busy = await store.claim_first_token(conn, uuid.uuid4(), busy_user, clock.now(), ttl)
             assert busy is None

@@ -1,0 +1,365 @@
+"""The unit of work: the only place that begins and commits a transaction.
+
+A use case opens one, says what it locks and sends its statements through it:
+
+    async with unit_of_work(pool, clock) as unit:
+        replay = await unit.replay(record)          # AIP-155: a retry's first answer
+        ...
+        await unit.execute(LOCK_TOKEN, params, locks=[Lock(QUEUE_TOKEN, token_id)])
+        ...
+        return await unit.remember(record, response)  # stored with the change
+
+and the unit commits when the block ends (or rolls back when it raises).
+
+Three policies live here, so that a reader sees them whole:
+
+- **Lock order.** Every lockable kind has a rank in one global order
+  (`LockKind`). A statement that takes locks declares them; the unit refuses
+  (LockOrderError, before the statement is sent) a lock whose rank is below
+  one already taken, or, within a kind, a key below one already taken. Two
+  transactions that take locks in one order cannot deadlock, and that order
+  is checked by code, not remembered. A declaration says what its statement
+  locks; keeping the two in step is the statement author's job, next to it.
+- **AIP-155 request ids.** `replay` inserts the (scope, request_id) key as the
+  transaction's first lock: a concurrent duplicate blocks on its primary key
+  until the first transaction ends, then finds the stored answer. `remember`
+  stores the answer in the same transaction as the change, so a failed call
+  leaves no key and a retry runs anew. Fingerprints leave out the request id
+  and secret fields (SignUp's password: a plain hash of it in a database dump
+  would undo the slow password hash).
+- **The last statement carries the COMMIT.** Rows every call of a use case
+  writes (a date's sold counter, the queue's completed_count) serialise those
+  calls for as long as their row locks are held. `commit_with` sends the last
+  statement and COMMIT in one message (a simple-protocol query; psycopg's
+  ClientCursor binds the parameters), so those locks are released as soon as
+  the WAL is flushed, never held across one more round trip for this
+  process's busy event loop to send a COMMIT (docs/load-test-report.md,
+  Round 3: Pay stopped at ~570/s with half its connections waiting on them).
+
+Single statements sent in autocommit mode (a read, one conditional UPDATE)
+need no unit: PostgreSQL runs each in a transaction of its own. Their
+functions say so in their docstrings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from google.protobuf.message import Message
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor, sql
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool
+
+from server.clock import Clock
+from server.db.locks import LockNamespace, lock_id
+from server.errors import FieldViolation, InvalidArgument
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+Params = Mapping[str, Any] | Sequence[Any] | None
+Query = str | sql.SQL | sql.Composed
+
+
+class LockKind(IntEnum):
+    """What a transaction can lock, in the one order every transaction takes them.
+
+    The value is the rank: a transaction takes kinds in increasing rank (and,
+    within a kind, keys in increasing order). A lock that never waits (SKIP
+    LOCKED, pg_try_advisory_xact_lock) cannot close a cycle and is exempt.
+    docs/concurrency.md says why each kind sits where it does.
+    """
+
+    # The AIP-155 record's primary key: inserted first, so a duplicate waits
+    # for the first call before it has taken anything else.
+    REQUEST_ID = 10
+    # A fan's queue lock (advisory QUEUE_FAN): one fan's issues take turns.
+    QUEUE_FAN = 20
+    # A payment attempt row (the three-step Pay through an outside module).
+    PAYMENT_ATTEMPT = 30
+    # A fan's queue token row.
+    QUEUE_TOKEN = 40
+    # The admission window (advisory ADMISSION, one key): shared by IssueToken
+    # while it draws and inserts a number, exclusive for the admission pass
+    # and SetAdmission (which then reach token rows only with SKIP LOCKED).
+    ADMISSION = 50
+    # A fan's hold cap (advisory HOLD_CAP): ReserveSeat's count-then-add.
+    HOLD_CAP = 60
+    # A reservation row.
+    RESERVATION = 70
+    # A wallet row (Charge, Pay's debit, refunds).
+    WALLET = 80
+    # A seat row.
+    SEAT = 90
+    # A concert date row (sold_seat_count: every payment of the date).
+    CONCERT_DATE = 100
+    # The queue's one state row (completed_count, the window): every payment.
+    QUEUE_STATE = 110
+    # The signing keys' creation on first start (advisory SECRETS, one key).
+    SECRETS = 120
+
+
+@dataclass(frozen=True)
+class Lock:
+    """One lock: a kind, the key of the thing locked (a row id, a user id; empty for
+    "the rows this statement matches"), and whether taking it may wait."""
+
+    kind: LockKind
+    key: str = ""
+    waits: bool = True
+
+    @staticmethod
+    def of(kind: LockKind, key: object = "", *, waits: bool = True) -> Lock:
+        return Lock(kind, "" if key == "" else str(key), waits)
+
+    def comes_before(self, other: Lock) -> bool:
+        """Strictly earlier in the global order (several rows of a kind: no key order)."""
+        if self.kind != other.kind:
+            return self.kind < other.kind
+        return bool(self.key and other.key) and self.key < other.key
+
+    def __str__(self) -> str:
+        return f"{self.kind.name}({self.key})" if self.key else self.kind.name
+
+    def advisory_key(self) -> tuple[int, int]:
+        """The (namespace, id) of pg_advisory_xact_lock for an advisory kind."""
+        return int(_ADVISORY[self.kind]), lock_id(self.key) if self.key else 0
+
+
+# The kinds that are advisory locks, and their key spaces (server/db/locks.py).
+_ADVISORY = {
+    LockKind.QUEUE_FAN: LockNamespace.QUEUE_FAN,
+    LockKind.ADMISSION: LockNamespace.ADMISSION,
+    LockKind.HOLD_CAP: LockNamespace.HOLD_CAP,
+    LockKind.SECRETS: LockNamespace.SECRETS,
+}
+
+
+class LockOrderError(AssertionError):
+    """A lock asked for out of the global order: a bug in the use case, never sent."""
+
+
+class LockOrder:
+    """The locks one transaction has taken, and the check that the next ones come after."""
+
+    def __init__(self) -> None:
+        self.taken: list[Lock] = []
+
+    def admit(self, locks: Iterable[Lock]) -> list[Lock]:
+        """The declared locks that wait, in the order to take them (kind, then key);
+        LockOrderError if one comes before a lock this transaction already holds.
+        Taking again a lock already held is always allowed."""
+        held = {(lock.kind, lock.key) for lock in self.taken}
+        wanted = sorted(
+            (lock for lock in set(locks) if lock.waits and (lock.kind, lock.key) not in held),
+            key=lambda lock: (lock.kind, lock.key),
+        )
+        for lock in wanted:
+            for earlier in self.taken:
+                if lock.comes_before(earlier):
+                    raise LockOrderError(
+                        f"{lock} asked for after {earlier}: the order is server.db."
+                        "unit_of_work.LockKind's"
+                    )
+        self.taken.extend(wanted)
+        return wanted
+
+
+@dataclass(frozen=True)
+class RequestRecord(Generic[ResponseT]):
+    """What AIP-155 needs of a mutation: its scope (the method and the caller), its
+    request id (None: not idempotent, runs every time), the request and its answer's type."""
+
+    scope: str
+    request_id: uuid.UUID | None
+    request: Message
+    response_type: type[ResponseT]
+
+    def fingerprint(self) -> bytes:
+        return fingerprint(self.request)
+
+
+# Fields never hashed into a fingerprint, by message type.
+SECRET_FIELDS = {"concert.v1.SignUpRequest": ("password",)}
+
+
+def fingerprint(request: Message) -> bytes:
+    """A hash of the request without its request_id field and its secret fields."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    left_out = ("request_id", *SECRET_FIELDS.get(copy.DESCRIPTOR.full_name, ()))
+    for name in left_out:
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+async def stored_answer(
+    conn: AsyncConnection, record: RequestRecord[ResponseT]
+) -> ResponseT | None:
+    """The first answer to this request id, if one is stored; REQUEST_ID_REUSED if the id
+    came with another request. A read: no lock, no transaction needed."""
+    if record.request_id is None:
+        return None
+    cursor = await conn.execute(
+        "SELECT fingerprint, response FROM idempotency_keys WHERE scope = %s AND request_id = %s",
+        (record.scope, record.request_id),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[1] is None:
+        return None
+    if bytes(row[0]) != record.fingerprint():
+        raise InvalidArgument(
+            [FieldViolation("request_id", "already used for a different request")],
+            reason="REQUEST_ID_REUSED",
+        )
+    return record.response_type.FromString(bytes(row[1]))
+
+
+class UnitOfWork:
+    """One transaction on one connection; see the module's docstring."""
+
+    def __init__(
+        self, conn: AsyncConnection, clock: Clock | None = None, *, snapshot: bool = False
+    ) -> None:
+        self.conn = conn
+        self.clock = clock  # dates the AIP-155 record (a unit that records none needs none)
+        # A read-only transaction whose statements all see one snapshot
+        # (statistics and invariant checks that add up several tables).
+        self.snapshot = snapshot
+        self.locks = LockOrder()
+        self.committed = False
+
+    async def execute(
+        self, query: Query, params: Params = None, *, locks: Iterable[Lock] = ()
+    ) -> AsyncCursor[Any]:
+        """A statement of the transaction; `locks`: what it locks, checked against the order."""
+        self._insist_open()
+        self.locks.admit(locks)
+        return await self.conn.execute(query, params)
+
+    async def lock(self, *locks: Lock) -> None:
+        """Take advisory locks (kinds QUEUE_FAN, ADMISSION, HOLD_CAP, SECRETS) until the end."""
+        for lock in self.locks.admit(locks):
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock.advisory_key())
+
+    async def commit_with(
+        self, query: str, params: Mapping[str, Any], *, locks: Iterable[Lock] = ()
+    ) -> None:
+        """The transaction's last statement and its COMMIT, in one round trip.
+
+        If the statement fails, PostgreSQL skips the COMMIT and the transaction
+        is left aborted: the unit rolls it back as the error propagates.
+        """
+        self._insist_open()
+        self.locks.admit(locks)
+        await AsyncClientCursor(self.conn).execute(f"{query};\nCOMMIT", params)
+        self.committed = True
+
+    async def replay(self, record: RequestRecord[ResponseT]) -> ResponseT | None:
+        """None when this request runs now (its key is inserted: the first lock of the
+        transaction); the stored answer when it already ran (REQUEST_ID_REUSED if the
+        id came with another request)."""
+        if record.request_id is None:
+            return None
+        assert self.clock is not None, "a unit that records requests is given a clock"
+        cursor = await self.execute(
+            "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (record.scope, record.request_id, record.fingerprint(), self.clock.now()),
+            locks=[Lock.of(LockKind.REQUEST_ID, f"{record.scope}/{record.request_id}")],
+        )
+        if await cursor.fetchone() is not None:
+            return None
+        answer = await stored_answer(self.conn, record)
+        assert answer is not None  # committed together with the change
+        return answer
+
+    async def remember(self, record: RequestRecord[ResponseT], response: ResponseT) -> ResponseT:
+        """Store the answer with the change (after replay said the request runs now)."""
+        if record.request_id is not None:
+            await self.execute(
+                "UPDATE idempotency_keys SET response = %s WHERE scope = %s AND request_id = %s",
+                (response.SerializeToString(), record.scope, record.request_id),
+            )
+        return response
+
+    def _insist_open(self) -> None:
+        if self.committed:
+            raise RuntimeError("the unit of work has committed: nothing more may be sent")
+
+    async def _begin(self) -> None:
+        if self.snapshot:
+            await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        else:
+            await self.conn.execute("BEGIN")
+
+    async def _end(self) -> None:
+        if not self.committed and self.conn.info.transaction_status is TransactionStatus.INTRANS:
+            await self.conn.execute("COMMIT")
+        self.committed = True
+
+    async def _roll_back(self) -> None:
+        conn = self.conn
+        if not conn.closed and conn.info.transaction_status is not TransactionStatus.IDLE:
+            try:
+                await conn.rollback()
+            except psycopg.Error:
+                pass  # a broken connection: the pool discards it; the first error matters
+
+
+async def run_once(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    record: RequestRecord[ResponseT],
+    change: Callable[[UnitOfWork], Awaitable[ResponseT]],
+) -> ResponseT:
+    """The usual shape of a mutation: one unit of work holding its AIP-155 record and
+    the change; a retry gets the first answer, and the change runs once."""
+    async with unit_of_work(pool, clock) as unit:
+        if (replay := await unit.replay(record)) is not None:
+            return replay
+        return await unit.remember(record, await change(unit))
+
+
+@asynccontextmanager
+async def unit_on(
+    conn: AsyncConnection, clock: Clock | None = None, *, snapshot: bool = False
+) -> AsyncIterator[UnitOfWork]:
+    """A unit of work on a connection the caller holds (autocommit mode, idle)."""
+    unit = UnitOfWork(conn, clock, snapshot=snapshot)
+    await unit._begin()
+    try:
+        yield unit
+    except BaseException:
+        await unit._roll_back()
+        raise
+    await unit._end()
+
+
+@asynccontextmanager
+async def unit_of_work(
+    pool: AsyncConnectionPool, clock: Clock, *, snapshot: bool = False
+) -> AsyncIterator[UnitOfWork]:
+    """A unit of work on a connection from the pool, returned when it ends."""
+    async with pool.connection() as conn, unit_on(conn, clock, snapshot=snapshot) as unit:
+        yield unit
+
+
+# Where a statement goes: a unit of work, or a connection in autocommit mode
+# (the statement is then a transaction of its own, and its locks end with it).
+Db = UnitOfWork | AsyncConnection
+
+
+async def execute(
+    db: Db, query: Query, params: Params = None, *, locks: Iterable[Lock] = ()
+) -> AsyncCursor[Any]:
+    """Send a statement through a unit (its locks checked) or on its own (autocommit)."""
+    if isinstance(db, UnitOfWork):
+        return await db.execute(query, params, locks=locks)
+    return await db.execute(query, params)
