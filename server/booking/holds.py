@@ -18,10 +18,18 @@ from concert.v1 import reservation_pb2
 from server.booking.concerts import timestamp
 from server.clock import Clock
 from server.context import ServiceContext
-from server.db.unit_of_work import Lock, LockKind, RequestRecord, unit_of_work, unit_on
+from server.db.unit_of_work import (
+    Lock,
+    LockKind,
+    RequestRecord,
+    Statement,
+    unit_of_work,
+    unit_on,
+)
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from server.fan import Fan
-from server.queue.completion import require_live_token_then_lock
+from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
+from server.queue.store import lock_token_then, token_row
 from server.validation import parse_request_id, parse_uuid
 
 _STATES = {
@@ -41,8 +49,13 @@ RESERVATION_COLUMNS = """
 
 
 def hold_state(state: str, expires_at: datetime, now: datetime) -> str:
-    """A reservation's state as the fan sees it (RESERVATION_COLUMNS says the same in SQL)."""
+    """A reservation's state as the fan sees it (RESERVATION_COLUMNS says the same in
+    SQL, and HELD_RESERVATION_GUARD for a statement that needs it held)."""
     return "expired" if state == "held" and expires_at <= now else state
+
+
+# hold_state(...) == "held" as an SQL condition on reservations `r`, at %(now)s.
+HELD_RESERVATION_GUARD = "r.state = 'held' AND r.expires_at > %(now)s"
 
 
 def reservation_message(row: Any) -> reservation_pb2.Reservation:
@@ -87,58 +100,35 @@ async def hold_seat(
         request,
         reservation_pb2.ReserveSeatResponse,
     )
+    reservation_id = uuid.uuid4()
+    expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
+    params = {
+        **live_token_params(fan, now),
+        "expires": expires_at,
+        "reservation": reservation_id,
+        "date": date_id,
+        "seat": request.seat_number,
+        "max_holds": settings.max_holds_per_user,
+        "scope": record.scope,
+        "request_id": request_id,
+    }
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
-        if (replay := await unit.replay(record)) is not None:
-            return replay
-        # The token's row lock, then the fan's hold cap (the cap counts, then
-        # adds): one round trip, in that order.
-        await require_live_token_then_lock(unit, fan, now, Lock.of(LockKind.HOLD_CAP, fan.user_id))
-        reservation_id = uuid.uuid4()
-        expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
-        # One statement after the fan lock (its snapshot therefore sees every
-        # hold the fan's earlier calls committed): count the fan's live holds,
-        # and only under the cap take the seat (the race is decided by this
-        # UPDATE, see the module's docstring) and insert the reservation. The
-        # seat's date start is read too, so a refusal needs no second query.
-        cursor = await unit.execute(
-            """
-            WITH held AS (
-                SELECT count(*) AS n FROM reservations
-                 WHERE user_id = %(user)s AND state = 'held' AND expires_at > %(now)s
-            ), won AS (
-                UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
-                  FROM concert_dates d, held
-                 WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
-                   AND d.id = s.date_id AND d.start_time > %(now)s
-                   AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
-                   AND held.n < %(max_holds)s
-                RETURNING s.price, d.concert_id
-            ), inserted AS (
-                INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,
-                                          state, created_at, expires_at)
-                SELECT %(reservation)s, %(user)s, won.concert_id, %(date)s, %(seat)s, won.price,
-                       'held', %(now)s, %(expires)s
-                  FROM won
-            )
-            SELECT held.n, won.price, won.concert_id,
-                   (SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id
-                     WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s)
-              FROM held LEFT JOIN won ON true
-            """,
-            {
-                "user": fan.user_id,
-                "expires": expires_at,
-                "reservation": reservation_id,
-                "date": date_id,
-                "seat": request.seat_number,
-                "now": now,
-                "max_holds": settings.max_holds_per_user,
-            },
-            locks=[Lock.of(LockKind.SEAT, f"{date_id}/{request.seat_number}")],
+        key = unit.record_statement(record)
+        # One message: BEGIN, the request's key (with an id), the token's row
+        # lock then the fan's hold cap, and the hold; with no request id,
+        # COMMIT too, since the hold writes nothing unless every check passes
+        # (one round trip). With an id, the answer is stored in a second.
+        results = await unit.send(
+            *([key] if key else []),
+            lock_token_then(fan.token_id, Lock.of(LockKind.HOLD_CAP, fan.user_id)),
+            Statement(_HOLD, params, (Lock.of(LockKind.SEAT, f"{date_id}/{request.seat_number}"),)),
+            commit=key is None,
         )
-        row = await cursor.fetchone()
-        assert row is not None  # held is one row
-        held_count, price, concert_id, start_time = row
+        if key is not None and (replay := await unit.replayed(record, results[0])) is not None:
+            return replay
+        [(held_count, price, concert_id, start_time)] = results[-1]
+        if price is None:  # nothing was written: say why
+            insist_live(token_row(results[-2]), now, fan)
         if held_count >= settings.max_holds_per_user:
             raise FailedPrecondition(
                 "HOLD_LIMIT_REACHED",
@@ -153,26 +143,60 @@ async def hold_seat(
                     metadata={"date_id": str(date_id), "seat_number": str(request.seat_number)},
                 )
             raise seat_unavailable(date_id, request.seat_number, started=start_time <= now)
-        response = await unit.remember(
-            record,
-            reservation_pb2.ReserveSeatResponse(
-                reservation=reservation_message(
-                    (
-                        reservation_id,
-                        fan.user_id,
-                        concert_id,
-                        date_id,
-                        request.seat_number,
-                        price,
-                        "held",
-                        now,
-                        expires_at,
-                    )
+        response = reservation_pb2.ReserveSeatResponse(
+            reservation=reservation_message(
+                (
+                    reservation_id,
+                    fan.user_id,
+                    concert_id,
+                    date_id,
+                    request.seat_number,
+                    price,
+                    "held",
+                    now,
+                    expires_at,
                 )
-            ),
+            )
         )
+        if (remember := unit.remember_statement(record, response)) is not None:
+            await unit.send(remember, commit=True)
     ctx.seat_lists.invalidate(date_id)  # this process's lists show the hold at once
     return response
+
+
+# The hold, in one statement after the fan's hold-cap lock (its snapshot
+# therefore sees every hold the fan's earlier calls committed): count the fan's
+# live holds, and only under the cap, with the fan's token live and the
+# request not already answered, take the seat (the race is decided by this
+# UPDATE, see the module's docstring) and insert the reservation. The seat's
+# date start is read too, so a refusal needs no second query.
+_HOLD = f"""
+    WITH held AS (
+        SELECT count(*) AS n FROM reservations
+         WHERE user_id = %(user)s AND state = 'held' AND expires_at > %(now)s
+    ), won AS (
+        UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
+          FROM concert_dates d, held
+         WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
+           AND d.id = s.date_id AND d.start_time > %(now)s
+           AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
+           AND held.n < %(max_holds)s
+           AND {LIVE_TOKEN_GUARD}
+           AND NOT EXISTS (SELECT FROM idempotency_keys WHERE scope = %(scope)s
+                            AND request_id = %(request_id)s AND response IS NOT NULL)
+        RETURNING s.price, d.concert_id
+    ), inserted AS (
+        INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,
+                                  state, created_at, expires_at)
+        SELECT %(reservation)s, %(user)s, won.concert_id, %(date)s, %(seat)s, won.price,
+               'held', %(now)s, %(expires)s
+          FROM won
+    )
+    SELECT held.n, won.price, won.concert_id,
+           (SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id
+             WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s)
+      FROM held LEFT JOIN won ON true
+"""
 
 
 def reservation_not_found() -> NotFound:

@@ -9,13 +9,12 @@ same AIP-155 scope and count their sales with the same statements.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from concert.v1 import payment_pb2
 from server.booking.concerts import timestamp
-from server.db.unit_of_work import Lock, LockKind, RequestRecord, UnitOfWork
+from server.db.unit_of_work import Lock, LockKind, RequestRecord, Statement
 from server.errors import FailedPrecondition
 from server.queue import store
 
@@ -54,39 +53,45 @@ def payment_message(row: Any) -> payment_pb2.Payment:
 PAYMENT_COLUMNS = "id, reservation_id, user_id, amount, state, created_at"
 
 
-@dataclass(frozen=True)
-class Sale:
-    """A confirmation's share of the shared counters, counted last (count_sales)."""
-
-    date_id: uuid.UUID
-    token_id: uuid.UUID
-
-
-async def count_sales(unit: UnitOfWork, sales: list[Sale], now: datetime) -> None:
-    """The rows every payment shares, as the last statement of its unit of work.
+def count_sale(payment_id: uuid.UUID, token_id: uuid.UUID, now: datetime) -> Statement:
+    """A payment's share of the rows every payment shares, as one statement.
 
     concert_dates.sold_seat_count (one row per date) and the queue's
     completed_count (one row in all) serialise every payment: each Pay holds
-    their locks from this statement to its COMMIT. So the fan's own token is
-    ended first, and the two counters and the queue's NOTIFY then go in ONE
-    statement, sent with the COMMIT (UnitOfWork.commit_with), so the locks
-    are never held across a round trip (docs/load-test-report.md, Round 3). A
-    token the expiry job ended first is not counted again.
+    their locks from this statement to its COMMIT. So the statement ends the
+    paying token (if still live: one the expiry job ended first is not counted
+    again), moves the two counters and sends the queue's NOTIFY at once, and a
+    use case sends it last, in the message that carries the COMMIT
+    (UnitOfWork.send(..., commit=True)): the locks are never held across a
+    round trip (docs/load-test-report.md, Round 3). It counts nothing unless
+    the payment row was written earlier in the transaction, so it may be sent
+    in the same message as the sale it counts.
     """
-    for sale in sales:
-        expires_at = await store.end_token(unit, sale.token_id, "completed", now)
-        completed = [] if expires_at is None else [(sale.token_id, expires_at)]
-        params = {"date": sale.date_id, **store.completion_params(completed, now)}
-        locks = [Lock.of(LockKind.CONCERT_DATE, sale.date_id), Lock.of(LockKind.QUEUE_STATE)]
-        if sale is sales[-1]:
-            await unit.commit_with(_COUNT_SALE, params, locks=locks)
-        else:
-            await unit.execute(_COUNT_SALE, params, locks=locks)
+    return Statement(
+        _COUNT_SALE,
+        {"payment": payment_id, "token": token_id, "now": now},
+        (
+            Lock.of(LockKind.QUEUE_TOKEN, token_id),
+            Lock.of(LockKind.CONCERT_DATE),
+            Lock.of(LockKind.QUEUE_STATE),
+        ),
+    )
 
 
-_COUNT_SALE = (
-    "WITH sold AS ("
-    "  UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1 WHERE id = %(date)s"
-    f"), {store.ADD_COMPLETED_CTE}"
-    f" SELECT {store.NOTIFY_STATE_CHANGE} FROM state"
+_ENDED_TOKENS_JSON = (
+    "(SELECT coalesce(json_agg(json_build_array(id::text, expires_at)), '[]'::json) FROM ended)"
 )
+_COUNT_SALE = f"""
+    WITH sale AS (
+        SELECT r.date_id FROM payments p JOIN reservations r ON r.id = p.reservation_id
+         WHERE p.id = %(payment)s
+    ), ended AS (
+        UPDATE queue_tokens SET state = 'completed', ended_at = %(now)s
+         WHERE id = %(token)s AND state = 'live' AND EXISTS (SELECT FROM sale)
+        RETURNING id, expires_at
+    ), sold AS (
+        UPDATE concert_dates SET sold_seat_count = sold_seat_count + 1
+         WHERE id = (SELECT date_id FROM sale)
+    ), {store.add_completed_cte("(SELECT count(*) FROM ended)")}
+    SELECT {store.notify_state_change(_ENDED_TOKENS_JSON)} FROM state
+"""

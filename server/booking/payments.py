@@ -38,8 +38,7 @@ from server.booking.gateway import ChargeOutcome, ChargeState, WalletGateway
 from server.booking.holds import hold_state, reservation_not_found
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
-    Sale,
-    count_sales,
+    count_sale,
     pay_record,
     payment_message,
     reservation_not_held,
@@ -204,11 +203,13 @@ async def _confirm_once(
     if (replay := await unit.replay(record)) is not None:
         return replay
     now = ctx.clock.now()
-    sales: list[Sale] = []
-    response = await unit.remember(
-        record, await confirm_attempt(unit, attempt, now, fan=fan, sales=sales)
-    )
-    await count_sales(unit, sales, now)
+    response, sold_now = await confirm_attempt(unit, attempt, now, fan=fan)
+    remember = unit.remember_statement(record, response)
+    # Last, in the message with the COMMIT: the answer and the counters every
+    # payment shares (payment_records.count_sale), unless the sale was counted
+    # by whoever confirmed it first.
+    count = count_sale(uuid.UUID(response.payment.payment_id), attempt.token_id, now)
+    await unit.send(*([remember] if remember else []), *([count] if sold_now else []), commit=True)
     return response
 
 
@@ -218,14 +219,13 @@ async def confirm_attempt(
     now: datetime,
     *,
     fan: Fan | None,
-    sales: list[Sale],
-) -> payment_pb2.PayResponse:
+) -> tuple[payment_pb2.PayResponse, bool]:
     """Record the payment (the caller opened the transaction). Raises NotConfirmable.
 
     fan is the caller when Pay confirms (its token must still be live); None
-    when the reconciliation job confirms a charge whose call died. The sale is
-    appended to `sales`, for the caller to count with count_sales as the last
-    statements of the same transaction.
+    when the reconciliation job confirms a charge whose call died. Also says
+    whether this call sold the seat: the caller then counts the sale
+    (payment_records.count_sale) last, with the COMMIT.
     """
     cursor = await unit.execute(
         "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE",
@@ -234,8 +234,9 @@ async def confirm_attempt(
     )
     row = await cursor.fetchone()
     assert row is not None
-    if row[0] == "confirmed":  # the reconciliation job got there first
-        return payment_pb2.PayResponse(payment=await _payment_of(unit.conn, attempt.reservation_id))
+    if row[0] == "confirmed":  # the reconciliation job got there first, and counted it
+        payment = await _payment_of(unit.conn, attempt.reservation_id)
+        return payment_pb2.PayResponse(payment=payment), False
     if row[0] != "charging":
         raise NotConfirmable("the charge was already refunded")
     if fan is not None:
@@ -296,8 +297,7 @@ async def confirm_attempt(
         raise NotConfirmable("a payment for it already exists")
     if not written[0]:
         raise NotConfirmable("the seat is no longer held for it")
-    sales.append(Sale(date_id, attempt.token_id))
-    return payment_pb2.PayResponse(payment=payment_message(written[1:]))
+    return payment_pb2.PayResponse(payment=payment_message(written[1:])), True
 
 
 async def _payment_of(conn: AsyncConnection, reservation_id: uuid.UUID) -> payment_pb2.Payment:

@@ -8,89 +8,113 @@ payment module is the wallet, whose rows live in the same database, so none of
 that is needed: one transaction checks the token and the hold, takes the
 money, records the charge in the gateway's book, sells the seat, records the
 payment and completes the token. Either all of it commits or none of it does:
-no charge can be orphaned, no refund is ever needed, and a Pay is 7 round
-trips instead of about 21 (docs/load-test-report.md, Round 3).
+no charge can be orphaned and no refund is ever needed.
+
+A Pay is one round trip (two with a request id): the locks, the sale and its
+count go to PostgreSQL in one message with BEGIN and COMMIT. The sale writes
+nothing unless every check passes (its SQL guards say what insist_live and
+hold_state say, tests/queue/test_live_token_guard.py), so the message may
+commit before Python has read why a refusal was refused; with a request id the
+answer is stored, and the counters counted, in a second message with COMMIT
+(docs/load-test-report.md, Round 6).
 
 The rows written are the same as the three-step path's (a 'confirmed'
 attempt, a 'charged' gateway charge, the ledger entry, the payment), so the
 invariants, GetPayment and the books read both alike.
 
-Lock order (docs/concurrency.md): the token, the reservation, then in one
-statement the wallet and the seat, then the shared counters last.
+Lock order (server/db/unit_of_work.LockKind): the token, the reservation and
+the wallet in one statement, then the seat, then the shared counters last.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any, NoReturn
 
 from concert.v1 import payment_pb2
-from server.booking.holds import hold_state, reservation_not_found
+from server.booking.holds import HELD_RESERVATION_GUARD, hold_state, reservation_not_found
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
-    Sale,
-    count_sales,
+    count_sale,
     pay_record,
     payment_message,
     reservation_not_held,
 )
 from server.context import ServiceContext
-from server.db.unit_of_work import Lock, LockKind, unit_of_work
+from server.db.unit_of_work import Lock, LockKind, Statement, unit_of_work
 from server.errors import FailedPrecondition
 from server.fan import Fan
-from server.queue.completion import insist_live
-from server.queue.store import TOKEN_COLUMNS, TokenRow
+from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
+from server.queue.store import TOKEN_COLUMNS, TokenRow, token_row
 from server.wallet import ledger
 
-# The token's row lock, then the reservation's (the MATERIALIZED CTE runs
-# first: the reservation's scan waits on it through the EXISTS). One row per
-# token; the reservation's columns are NULL when the fan has no such one.
-_LOCK_TOKEN_AND_RESERVATION = f"""
+# The token's row lock, then the reservation's, then the wallet's (each
+# MATERIALIZED CTE runs before the next one's scan, which waits on it through
+# the EXISTS). One row per token; the reservation's columns are NULL when the
+# fan has no such one, the balance NULL when it has no wallet.
+_LOCK_TOKEN_RESERVATION_AND_WALLET = f"""
     WITH t AS MATERIALIZED (
         SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %(token)s FOR UPDATE
     ), r AS MATERIALIZED (
         SELECT state, expires_at, price, date_id, seat_number FROM reservations
          WHERE id = %(reservation)s AND user_id = %(user)s AND EXISTS (SELECT FROM t)
            FOR UPDATE
+    ), w AS MATERIALIZED (
+        SELECT balance FROM wallets
+         WHERE user_id = %(user)s AND EXISTS (SELECT FROM r) FOR UPDATE
     )
-    SELECT t.*, r.* FROM t LEFT JOIN r ON true
+    SELECT t.*, r.*, w.balance FROM t LEFT JOIN r ON true LEFT JOIN w ON true
 """
 
-# Everything the sale writes, guarded by the debit (the wallet's own move and
-# ledger row, server/wallet/ledger.py): if the wallet holds less than the
-# price, the UPDATE of wallets matches nothing and no other part writes. A
-# free seat (price 0) moves no money and so writes no ledger entry.
-_DEBIT_AND_SELL = f"""
-    WITH {ledger.MOVE_AND_RECORD}, charge AS (
+# Everything the sale writes, in one statement after the locks (its snapshot
+# therefore sees the locked rows as they now stand), in a chain where each
+# part writes only if the one before it did: the seat is sold only if the
+# fan's token is live, the reservation the fan's and held (HELD_RESERVATION_GUARD), the
+# wallet (locked) holds the price and the request was not answered before;
+# the wallet's move and ledger row (server/wallet/ledger.py) only if the seat
+# was sold; the gateway's charge, the confirmed attempt, the payment and the
+# reservation's state only if the money moved. So either all of it is written
+# or none of it: the statement may be sent in the same message as COMMIT.
+_SELL_AND_DEBIT = f"""
+    WITH seat AS (
+        UPDATE seats s SET sold = true, held_until = NULL
+          FROM reservations r
+         WHERE r.id = %(reservation)s AND r.user_id = %(user)s AND {HELD_RESERVATION_GUARD}
+           AND s.date_id = r.date_id AND s.seat_number = r.seat_number
+           AND s.reservation_id = r.id AND NOT s.sold AND s.held_until > %(now)s
+           AND {LIVE_TOKEN_GUARD}
+           AND EXISTS (SELECT FROM wallets w WHERE w.user_id = %(user)s AND w.balance >= r.price)
+           AND NOT EXISTS (SELECT FROM idempotency_keys WHERE scope = %(scope)s
+                            AND request_id = %(request_id)s AND response IS NOT NULL)
+        RETURNING r.price
+    ), {ledger.move_and_record("-(SELECT price FROM seat)", "EXISTS (SELECT FROM seat)")},
+    charge AS (
         INSERT INTO gateway_charges (key, user_id, amount, state, created_at, updated_at)
-        SELECT %(reference)s, %(user_id)s, %(amount)s, 'charged', %(now)s, %(now)s FROM moved
+        SELECT %(reference)s, %(user)s, price, 'charged', %(now)s, %(now)s
+          FROM seat WHERE EXISTS (SELECT FROM moved)
     ), attempt AS (
         INSERT INTO payment_attempts (id, reservation_id, user_id, token_id, amount,
                                       request_id, state, created_at, updated_at)
-        SELECT %(reference)s, %(reservation)s, %(user_id)s, %(token)s, %(amount)s,
-               %(request_id)s, 'confirmed', %(now)s, %(now)s FROM moved
-    ), seat AS (
-        UPDATE seats SET sold = true, held_until = NULL
-         WHERE date_id = %(date)s AND seat_number = %(seat)s
-           AND reservation_id = %(reservation)s AND NOT sold AND held_until > %(now)s
-           AND EXISTS (SELECT FROM moved)
-        RETURNING 1
+        SELECT %(reference)s, %(reservation)s, %(user)s, %(token)s, price,
+               %(request_id)s, 'confirmed', %(now)s, %(now)s
+          FROM seat WHERE EXISTS (SELECT FROM moved)
     ), payment AS (
         INSERT INTO payments (id, reservation_id, user_id, amount, charge_key, state, created_at)
-        SELECT %(payment)s, %(reservation)s, %(user_id)s, %(amount)s, %(reference)s,
+        SELECT %(payment)s, %(reservation)s, %(user)s, price, %(reference)s,
                'completed', %(now)s
-          FROM moved
+          FROM seat WHERE EXISTS (SELECT FROM moved)
         RETURNING {PAYMENT_COLUMNS}
     ), paid AS (
         UPDATE reservations SET state = 'paid'
          WHERE id = %(reservation)s AND EXISTS (SELECT FROM moved)
     )
-    SELECT EXISTS (SELECT FROM moved), EXISTS (SELECT FROM seat), payment.*
-      FROM (SELECT) AS one LEFT JOIN payment ON true
+    SELECT payment.* FROM payment
 """
 
 
 class SaleNotWritten(Exception):
-    """The seat moved although its reservation was locked and held: a bug; nothing is kept."""
+    """Every check passed but the sale was not written: a bug; nothing is kept."""
 
 
 async def pay_from_wallet(
@@ -100,70 +124,73 @@ async def pay_from_wallet(
     request_id: uuid.UUID | None,
     request: payment_pb2.PayRequest,
 ) -> payment_pb2.PayResponse:
+    """At most two round trips: BEGIN, the request's key (with an id), the locks,
+    the sale and, with no request id, its count and COMMIT in one message; with
+    an id, the stored answer, the count and COMMIT in a second."""
     record = pay_record(fan.user_id, request_id, request)
+    now = ctx.clock.now()
+    payment_id = uuid.uuid4()
+    params = {
+        **ledger.entry_params(fan.user_id, None, ledger.EntryKind.PAYMENT, uuid.uuid4(), now),
+        **live_token_params(fan, now),
+        "reservation": reservation_id,
+        "request_id": request_id,
+        "scope": record.scope,
+        "payment": payment_id,
+    }
+    count = count_sale(payment_id, fan.token_id, now)
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
-        if (replay := await unit.replay(record)) is not None:
-            return replay
-        cursor = await unit.execute(
-            _LOCK_TOKEN_AND_RESERVATION,
-            {"token": fan.token_id, "reservation": reservation_id, "user": fan.user_id},
-            locks=[
-                Lock.of(LockKind.QUEUE_TOKEN, fan.token_id),
-                Lock.of(LockKind.RESERVATION, reservation_id),
-            ],
-        )
-        row = await cursor.fetchone()
-        # The time is read after the wait for the pool and the locks: a hold
-        # that lapsed meanwhile is seen as lapsed, not sold on an old clock.
-        now = ctx.clock.now()
-        token = TokenRow(*row[:6]) if row else None
-        insist_live(token, now, fan)
-        assert row is not None and token is not None
-        state, expires_at, price, date_id, seat_number = row[6:]
-        if state is None:
-            raise reservation_not_found()
-        if (state := hold_state(state, expires_at, now)) != "held":
-            raise reservation_not_held(f"it is {state}")
-        cursor = await unit.execute(
-            _DEBIT_AND_SELL,
-            {
-                **ledger.entry_params(
-                    fan.user_id, -price, ledger.EntryKind.PAYMENT, uuid.uuid4(), now
+        key = unit.record_statement(record)
+        results = await unit.send(
+            *([key] if key else []),
+            Statement(
+                _LOCK_TOKEN_RESERVATION_AND_WALLET,
+                params,
+                (
+                    Lock.of(LockKind.QUEUE_TOKEN, fan.token_id),
+                    Lock.of(LockKind.RESERVATION, reservation_id),
+                    Lock.of(LockKind.WALLET, fan.user_id),
                 ),
-                "amount": price,
-                "reservation": reservation_id,
-                "token": fan.token_id,
-                "request_id": request_id,
-                "date": date_id,
-                "seat": seat_number,
-                "payment": uuid.uuid4(),
-            },
-            locks=[
-                Lock.of(LockKind.WALLET, fan.user_id),
-                Lock.of(LockKind.SEAT, f"{date_id}/{seat_number}"),
-            ],
+            ),
+            Statement(_SELL_AND_DEBIT, params, (Lock.of(LockKind.SEAT),)),
+            *([] if key else [count]),
+            commit=key is None,
         )
-        written = await cursor.fetchone()
-        assert written is not None
-        debited, sold = written[0], written[1]
-        if not debited:
-            raise FailedPrecondition(
-                "INSUFFICIENT_BALANCE",
-                "the wallet holds less than the price",
-                metadata={"price": str(price)},
-            )
-        if not sold:
-            if expires_at <= ctx.clock.now():
-                # The hold ran out between our lock and the sale, and another
-                # fan took the seat: the debit rolls back with the rest.
-                raise reservation_not_held("it expired")
-            raise SaleNotWritten(reservation_id)
-        response = await unit.remember(
-            record, payment_pb2.PayResponse(payment=payment_message(written[2:]))
-        )
-        # Last, after the stored answer: the counters every payment shares,
-        # sent with the COMMIT.
-        await count_sales(unit, [Sale(date_id, fan.token_id)], now)
+        if key is not None and (replay := await unit.replayed(record, results[0])) is not None:
+            return replay
+        locked, sold = results[-3:-1] if key is None else results[-2:]
+        token = token_row(locked)
+        if not sold:  # nothing was written: say why
+            _refuse(ctx, fan, token, locked, now)
+        response = payment_pb2.PayResponse(payment=payment_message(sold[0]))
+        if key is not None:
+            remember = unit.remember_statement(record, response)
+            assert remember is not None
+            await unit.send(remember, count, commit=True)
     # Committed: every call of this process refuses the token from now.
+    assert token is not None
     ctx.queue.completed_here(token.token_id, token.expires_at)
     return response
+
+
+def _refuse(
+    ctx: ServiceContext, fan: Fan, token: TokenRow | None, locked: list[Any], now: datetime
+) -> NoReturn:
+    """Why the sale was not written, from what the locks read."""
+    insist_live(token, now, fan)
+    state, expires_at, price, _date, _seat, balance = locked[0][6:]
+    if state is None:
+        raise reservation_not_found()
+    if (state := hold_state(state, expires_at, now)) != "held":
+        raise reservation_not_held(f"it is {state}")
+    if balance is None or balance < price:
+        raise FailedPrecondition(
+            "INSUFFICIENT_BALANCE",
+            "the wallet holds less than the price",
+            metadata={"price": str(price)},
+        )
+    if expires_at <= ctx.clock.now():
+        # The hold ran out while the sale waited for the seat, and another
+        # fan took it.
+        raise reservation_not_held("it expired")
+    raise SaleNotWritten(fan.token_id)

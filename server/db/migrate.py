@@ -82,7 +82,7 @@ async def migrate(conn: AsyncConnection, *, up_to: int | None = None) -> list[in
                     )
                 continue
             async with unit_on(conn) as unit:
-                await unit.execute(sql.SQL(migration.sql))
+                await unit.run_script(sql.SQL(migration.sql))
                 await unit.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),

@@ -29,10 +29,10 @@ Three policies live here, so that a reader sees them whole:
   would undo the slow password hash).
 - **The last statement carries the COMMIT.** Rows every call of a use case
   writes (a date's sold counter, the queue's completed_count) serialise those
-  calls for as long as their row locks are held. `commit_with` sends the last
-  statement and COMMIT in one message (a simple-protocol query; psycopg's
-  ClientCursor binds the parameters), so those locks are released as soon as
-  the WAL is flushed, never held across one more round trip for this
+  calls for as long as their row locks are held. `commit_with` (or `send(...,
+  commit=True)`) sends the last statement and COMMIT in one round trip
+  (psycopg's pipeline mode), so those locks are released as soon as the WAL is
+  flushed, never held across one more round trip for this
   process's busy event loop to send a COMMIT (docs/load-test-report.md,
   Round 3: Pay stopped at ~570/s with half its connections waiting on them).
 
@@ -53,7 +53,7 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from google.protobuf.message import Message
-from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
@@ -221,8 +221,22 @@ async def stored_answer(
     return record.response_type.FromString(bytes(row[1]))
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A statement for UnitOfWork.send, with the locks it takes."""
+
+    query: Query
+    params: Params = None
+    locks: tuple[Lock, ...] = ()
+
+
 class UnitOfWork:
-    """One transaction on one connection; see the module's docstring."""
+    """One transaction on one connection; see the module's docstring.
+
+    BEGIN goes with the first statement, in the same round trip, so a use case
+    that sends its statements in one or two batches (`send`) costs one or two
+    round trips in all. `round_trips` counts them.
+    """
 
     def __init__(
         self, conn: AsyncConnection, clock: Clock | None = None, *, snapshot: bool = False
@@ -233,80 +247,145 @@ class UnitOfWork:
         # (statistics and invariant checks that add up several tables).
         self.snapshot = snapshot
         self.locks = LockOrder()
+        self.begun = False
         self.committed = False
+        self.round_trips = 0
 
     async def execute(
         self, query: Query, params: Params = None, *, locks: Iterable[Lock] = ()
     ) -> AsyncCursor[Any]:
         """A statement of the transaction; `locks`: what it locks, checked against the order."""
+        [cursor] = await self._pipeline([Statement(query, params, tuple(locks))])
+        return cursor
+
+    async def run_script(self, script: sql.SQL) -> None:
+        """Several commands in one string, without parameters (a migration file):
+        they need PostgreSQL's simple protocol, which the pipeline cannot carry."""
         self._insist_open()
-        self.locks.admit(locks)
-        return await self.conn.execute(query, params)
+        if not self.begun:
+            await self.send()
+        self.round_trips += 1
+        await self.conn.execute(script)
+
+    async def send(self, *statements: Statement, commit: bool = False) -> list[list[Any]]:
+        """Several statements in ONE round trip (and COMMIT after them, with
+        commit=True); the rows each returned, in order.
+
+        They go in psycopg's pipeline mode: every message is written at once
+        and PostgreSQL answers them in order, each statement still prepared
+        once per connection and planned as usual. Each runs with a snapshot of
+        its own (READ COMMITTED), so one that must see what an earlier one
+        waited for (a count after a lock) may follow it in the same message.
+        If a statement fails, PostgreSQL skips the rest, COMMIT included, and
+        the unit rolls back as the error propagates.
+        """
+        cursors = await self._pipeline(list(statements), commit=commit)
+        return [await c.fetchall() if c.description else [] for c in cursors]
+
+    async def _pipeline(
+        self, statements: list[Statement], *, commit: bool = False
+    ) -> list[AsyncCursor[Any]]:
+        self._insist_open()
+        for statement in statements:
+            self.locks.admit(statement.locks)
+        cursors = []
+        self.round_trips += 1
+        async with self.conn.pipeline():
+            if not self.begun:
+                self.begun = True
+                await self.conn.execute(self._begin_sql())
+            for statement in statements:
+                cursors.append(await self.conn.execute(statement.query, statement.params))
+            if commit:
+                await self.conn.execute("COMMIT")
+        if commit:
+            self.committed = True
+        return cursors
 
     async def lock(self, *locks: Lock) -> None:
         """Take advisory locks (kinds QUEUE_FAN, ADMISSION, HOLD_CAP, SECRETS) until the end."""
-        for lock in self.locks.admit(locks):
-            await self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock.advisory_key())
+        await self.send(
+            *(
+                Statement("SELECT pg_advisory_xact_lock(%s, %s)", lock.advisory_key(), (lock,))
+                for lock in sorted(set(locks), key=lambda lock: (lock.kind, lock.key))
+            )
+        )
 
     async def commit_with(
         self, query: str, params: Mapping[str, Any], *, locks: Iterable[Lock] = ()
     ) -> None:
-        """The transaction's last statement and its COMMIT, in one round trip.
-
-        If the statement fails, PostgreSQL skips the COMMIT and the transaction
-        is left aborted: the unit rolls it back as the error propagates.
-        """
-        self._insist_open()
-        self.locks.admit(locks)
-        await AsyncClientCursor(self.conn).execute(f"{query};\nCOMMIT", params)
-        self.committed = True
+        """The transaction's last statement and its COMMIT, in one round trip."""
+        await self.send(Statement(query, params, tuple(locks)), commit=True)
 
     async def replay(self, record: RequestRecord[ResponseT]) -> ResponseT | None:
         """None when this request runs now (its key is inserted: the first lock of the
         transaction); the stored answer when it already ran (REQUEST_ID_REUSED if the
         id came with another request)."""
+        statement = self.record_statement(record)
+        if statement is None:
+            return None
+        [inserted] = await self.send(statement)
+        return await self.replayed(record, inserted)
+
+    def record_statement(self, record: RequestRecord[Any]) -> Statement | None:
+        """replay's INSERT of the key, for a caller that sends it with other statements
+        (then `replayed` reads its rows); None when the request has no id."""
         if record.request_id is None:
             return None
         assert self.clock is not None, "a unit that records requests is given a clock"
-        cursor = await self.execute(
+        return Statement(
             "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
             (record.scope, record.request_id, record.fingerprint(), self.clock.now()),
-            locks=[Lock.of(LockKind.REQUEST_ID, f"{record.scope}/{record.request_id}")],
+            (Lock.of(LockKind.REQUEST_ID, f"{record.scope}/{record.request_id}"),),
         )
-        if await cursor.fetchone() is not None:
+
+    async def replayed(
+        self, record: RequestRecord[ResponseT], inserted: list[Any]
+    ) -> ResponseT | None:
+        """What replay answers, given the rows record_statement returned."""
+        if record.request_id is None or inserted:
             return None
+        self.round_trips += 1
         answer = await stored_answer(self.conn, record)
         assert answer is not None  # committed together with the change
         return answer
 
     async def remember(self, record: RequestRecord[ResponseT], response: ResponseT) -> ResponseT:
         """Store the answer with the change (after replay said the request runs now)."""
-        if record.request_id is not None:
-            await self.execute(
-                "UPDATE idempotency_keys SET response = %s WHERE scope = %s AND request_id = %s",
-                (response.SerializeToString(), record.scope, record.request_id),
-            )
+        if (statement := self.remember_statement(record, response)) is not None:
+            await self.send(statement)
         return response
+
+    @staticmethod
+    def remember_statement(record: RequestRecord[Any], response: Message) -> Statement | None:
+        """remember's UPDATE, for a caller that sends it with other statements."""
+        if record.request_id is None:
+            return None
+        return Statement(
+            "UPDATE idempotency_keys SET response = %s WHERE scope = %s AND request_id = %s",
+            (response.SerializeToString(), record.scope, record.request_id),
+        )
 
     def _insist_open(self) -> None:
         if self.committed:
             raise RuntimeError("the unit of work has committed: nothing more may be sent")
 
-    async def _begin(self) -> None:
+    def _begin_sql(self) -> str:
         if self.snapshot:
-            await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        else:
-            await self.conn.execute("BEGIN")
+            return "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        return "BEGIN"
 
     async def _end(self) -> None:
         if not self.committed and self.conn.info.transaction_status is TransactionStatus.INTRANS:
+            self.round_trips += 1
             await self.conn.execute("COMMIT")
         self.committed = True
 
     async def _roll_back(self) -> None:
         conn = self.conn
         if not conn.closed and conn.info.transaction_status is not TransactionStatus.IDLE:
+            self.round_trips += 1
             try:
                 await conn.rollback()
             except psycopg.Error:
@@ -333,7 +412,6 @@ async def unit_on(
 ) -> AsyncIterator[UnitOfWork]:
     """A unit of work on a connection the caller holds (autocommit mode, idle)."""
     unit = UnitOfWork(conn, clock, snapshot=snapshot)
-    await unit._begin()
     try:
         yield unit
     except BaseException:

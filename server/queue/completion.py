@@ -26,11 +26,19 @@ async def require_live_token(unit: UnitOfWork, fan: Fan, now: datetime) -> None:
     insist_live(await store.get_token(unit, fan.token_id, for_update=True), now, fan)
 
 
-async def require_live_token_then_lock(
-    unit: UnitOfWork, fan: Fan, now: datetime, then: Lock
-) -> None:
-    """require_live_token, then the advisory lock `then`: one round trip."""
-    insist_live(await store.lock_token_then(unit, fan.token_id, then), now, fan)
+# insist_live's rule as an SQL condition, for a statement that must write
+# nothing unless the caller's token is live and its own (it is sent in the same
+# message as the lock, before Python sees the token): parameters %(token)s,
+# %(user)s, %(number)s, %(now)s (live_token_params). Checked against
+# insist_live in tests/queue/test_live_token_guard.py.
+LIVE_TOKEN_GUARD = (
+    "EXISTS (SELECT FROM queue_tokens WHERE id = %(token)s AND user_id = %(user)s"
+    " AND queue_number = %(number)s AND state = 'live' AND expires_at > %(now)s)"
+)
+
+
+def live_token_params(fan: Fan, now: datetime) -> dict[str, object]:
+    return {"token": fan.token_id, "user": fan.user_id, "number": fan.queue_number, "now": now}
 
 
 def insist_live(token: store.TokenRow | None, now: datetime, fan: Fan | None = None) -> None:

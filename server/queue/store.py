@@ -7,11 +7,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from psycopg import AsyncConnection
 
 from server.db.locks import LockNamespace, lock_id
-from server.db.unit_of_work import Db, Lock, LockKind, UnitOfWork, execute
+from server.db.unit_of_work import Db, Lock, LockKind, Statement, UnitOfWork, execute
 from server.queue.admission import AdmissionState
 
 # Every change of queue_state is announced here, with the new row as payload.
@@ -97,20 +98,32 @@ async def add_completed(
 # state`), so counting and announcing cost one round trip; completion_params()
 # gives their parameters. The payload is encode_change's, field for field
 # (decode_change reads both; tests/queue/test_store_payload.py checks it).
-ADD_COMPLETED_CTE = (
-    "state AS ("
-    "  UPDATE queue_state SET completed_count = completed_count + %(completed)s,"
-    "  version = version + 1, updated_at = %(now)s WHERE %(completed)s > 0"
-    f"  RETURNING {_STATE_COLUMNS}"
-    ")"
-)
-NOTIFY_STATE_CHANGE = (
-    f"pg_notify('{CHANNEL}', json_build_object("
-    "'version', state.version, 'window_limit', state.window_limit,"
-    " 'capacity', state.capacity, 'paused', state.paused,"
-    " 'completed_count', state.completed_count, 'admitted_total', state.admitted_total,"
-    " 'updated_at', state.updated_at, 'completed_tokens', %(completed_tokens)s::json)::text)"
-)
+def add_completed_cte(count: str = "%(completed)s") -> str:
+    """ADD_COMPLETED_CTE with the count as an SQL expression (a payment counts the
+    token its own statement ended)."""
+    return (
+        "state AS ("
+        f"  UPDATE queue_state SET completed_count = completed_count + {count},"
+        f"  version = version + 1, updated_at = %(now)s WHERE {count} > 0"
+        f"  RETURNING {_STATE_COLUMNS}"
+        ")"
+    )
+
+
+def notify_state_change(completed_tokens: str = "%(completed_tokens)s::json") -> str:
+    """NOTIFY_STATE_CHANGE with the completed tokens as an SQL expression (a JSON
+    array of [token id, expiry] pairs)."""
+    return (
+        f"pg_notify('{CHANNEL}', json_build_object("
+        "'version', state.version, 'window_limit', state.window_limit,"
+        " 'capacity', state.capacity, 'paused', state.paused,"
+        " 'completed_count', state.completed_count, 'admitted_total', state.admitted_total,"
+        f" 'updated_at', state.updated_at, 'completed_tokens', {completed_tokens})::text)"
+    )
+
+
+ADD_COMPLETED_CTE = add_completed_cte()
+NOTIFY_STATE_CHANGE = notify_state_change()
 
 
 def completion_params(
@@ -315,22 +328,23 @@ async def get_token(db: Db, token_id: uuid.UUID, *, for_update: bool = False) ->
     return TokenRow(*row) if row else None
 
 
-async def lock_token_then(unit: UnitOfWork, token_id: uuid.UUID, then: Lock) -> TokenRow | None:
-    """get_token(for_update=True), then the advisory lock `then`, in one round trip.
-
-    The token's row lock is taken first (the MATERIALIZED CTE's FOR UPDATE runs
-    before the outer projection calls the advisory lock), keeping the lock
-    order token -> advisory of docs/concurrency.md. No token, no advisory lock.
-    """
-    cursor = await unit.execute(
+def lock_token_then(token_id: uuid.UUID, then: Lock) -> Statement:
+    """The token's row (FOR UPDATE), then the advisory lock `then`, in one statement
+    (for UnitOfWork.send; its rows: the token's, or none). The MATERIALIZED CTE's
+    FOR UPDATE runs before the outer projection takes the advisory lock, keeping
+    the order token -> advisory. No token, no advisory lock."""
+    return Statement(
         "WITH t AS MATERIALIZED ("
         f"  SELECT {TOKEN_COLUMNS} FROM queue_tokens WHERE id = %s FOR UPDATE"
         f") SELECT {TOKEN_COLUMNS}, pg_advisory_xact_lock(%s, %s) FROM t",
         (token_id, *then.advisory_key()),
-        locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id), then],
+        (Lock.of(LockKind.QUEUE_TOKEN, token_id), then),
     )
-    row = await cursor.fetchone()
-    return TokenRow(*row[:6]) if row else None
+
+
+def token_row(rows: list[Any]) -> TokenRow | None:
+    """The token of a statement that returned TOKEN_COLUMNS first (or nothing)."""
+    return TokenRow(*rows[0][:6]) if rows else None
 
 
 async def insert_token(

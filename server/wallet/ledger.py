@@ -44,28 +44,38 @@ class BalanceLimitExceeded(Exception):
     pass
 
 
-# The balance move and its ledger row, as two CTEs (`moved`, `entry`) for a
-# statement that may write more beside them (Pay's sale guards every other
-# write on `moved`). A move of 0 (a free seat) writes no ledger row.
-# entry_params() gives their parameters.
-MOVE_AND_RECORD = """
+def move_and_record(delta: str = "%(delta)s", guard: str = "true") -> str:
+    """The balance move and its ledger row, as two CTEs (`moved`, `entry`) for a
+    statement that may write more beside them. `delta` is an SQL expression for
+    the amount (a parameter by default; Pay's sale reads it from the seat it
+    sold), `guard` a condition the move also needs. A move of 0 (a free seat)
+    writes no ledger row. entry_params() gives the other parameters."""
+    return f"""
     moved AS (
-        UPDATE wallets SET balance = balance + %(delta)s, updated_at = %(now)s
-         WHERE user_id = %(user_id)s AND balance + %(delta)s BETWEEN 0 AND %(max)s
+        UPDATE wallets SET balance = balance + ({delta}), updated_at = %(now)s
+         WHERE user_id = %(user_id)s AND balance + ({delta}) BETWEEN 0 AND %(max)s
+           AND ({guard})
         RETURNING user_id, balance
     ), entry AS (
         INSERT INTO wallet_ledger (user_id, amount, kind, reference, balance_after, created_at)
-        SELECT user_id, %(delta)s, %(kind)s, %(reference)s, balance, %(now)s FROM moved
-         WHERE %(delta)s <> 0
+        SELECT user_id, ({delta}), %(kind)s, %(reference)s, balance, %(now)s FROM moved
+         WHERE ({delta}) <> 0
         RETURNING id, balance_after
     )
 """
-_APPLY = f"WITH {MOVE_AND_RECORD} SELECT id, balance_after FROM entry"
+
+
+_APPLY = f"WITH {move_and_record()} SELECT id, balance_after FROM entry"
 
 
 def entry_params(
-    user_id: uuid.UUID, delta: int, kind: EntryKind, reference: uuid.UUID | None, now: datetime
+    user_id: uuid.UUID,
+    delta: int | None,
+    kind: EntryKind,
+    reference: uuid.UUID | None,
+    now: datetime,
 ) -> dict[str, object]:
+    """The parameters of move_and_record (delta None: the statement says it in SQL)."""
     return {
         "delta": delta,
         "now": now,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 
 from concert.v1 import payment_pb2, reservation_pb2
@@ -16,6 +17,7 @@ from server.booking import payments, wallet_payment
 from server.booking.concerts import create_concert
 from server.booking.gateway import WalletGateway
 from server.booking.holds import hold_seat
+from server.db.unit_of_work import Statement
 from server.errors import ServiceError
 from server.fan import Fan
 from tests.booking.helpers import concert_request, make_fan, scalar
@@ -111,21 +113,25 @@ async def test_a_wallet_short_of_the_price_writes_nothing(app: App) -> None:
     await assert_invariants(app)
 
 
+@pytest.mark.parametrize("with_request_id", [True, False])
 async def test_a_failure_after_the_debit_rolls_the_money_back_with_everything_else(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: App, monkeypatch: pytest.MonkeyPatch, with_request_id: bool
 ) -> None:
-    """The last statements (the shared counters) fail: the debit must not survive them."""
+    """The last statement (the shared counters) fails in PostgreSQL, in the same
+    message as the sale (no request id) or in the second one (with an id): the
+    debit must not survive it."""
     fan, reservation_id = await held_seat(app, balance=100_000)
 
-    async def counters_fail(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the database went away before COMMIT")
+    def counters_fail(*args: object, **kwargs: object) -> Statement:
+        return Statement("SELECT 1 / 0")  # the database refuses the last statement
 
-    monkeypatch.setattr(wallet_payment, "count_sales", counters_fail)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(wallet_payment, "count_sale", counters_fail)
+    request_id = str(uuid.uuid4()) if with_request_id else ""
+    with pytest.raises(psycopg.errors.DivisionByZero):
         await payments.pay(
             app.ctx,
             fan,
-            payment_pb2.PayRequest(reservation_id=reservation_id, request_id=str(uuid.uuid4())),
+            payment_pb2.PayRequest(reservation_id=reservation_id, request_id=request_id),
         )
 
     assert await rows(app, fan) == {

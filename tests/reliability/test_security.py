@@ -254,7 +254,9 @@ _VETTED_DYNAMIC = {
     # The unit of work passes its callers' statements on; each call site is
     # checked where it is written (unit.execute / execute(db, ...) below).
     ("unit_of_work.py", "query"),
-    ("unit_of_work.py", "f'{query};\\nCOMMIT'"),
+    ("unit_of_work.py", "statement.query"),
+    ("unit_of_work.py", "self._begin_sql()"),  # one of two literals
+    ("unit_of_work.py", "script"),
 }
 
 
@@ -324,6 +326,8 @@ def unparameterised_queries(source: str, filename: str) -> list[str]:
                 arguments = node.args
             elif isinstance(node.func, ast.Name) and node.func.id == "execute":
                 arguments = node.args[1:]  # server.db.unit_of_work.execute(db, query, ...)
+            elif isinstance(node.func, ast.Name) and node.func.id == "Statement":
+                arguments = node.args  # unit_of_work.Statement(query, params, locks)
             else:
                 continue
             if not arguments:
@@ -344,6 +348,7 @@ async def f(conn, email):
     await conn.execute("SELECT id FROM users WHERE email = " + email)
     await conn.execute("SELECT {}".format(email))
     await execute(db, f"SELECT id FROM users WHERE email = '{email}'")
+    await unit.send(Statement("SELECT id FROM users WHERE email = " + email))
 """
     good = """
 COLUMNS = "id, email"
@@ -351,7 +356,7 @@ async def f(conn, email, locked):
     lock = " FOR UPDATE" if locked else ""
     await conn.execute(f"SELECT {COLUMNS} FROM users WHERE email = %s{lock}", (email,))
 """
-    assert len(unparameterised_queries(bad, "bad.py")) == 5
+    assert len(unparameterised_queries(bad, "bad.py")) == 6
     assert unparameterised_queries(good, "good.py") == []
 
 
