@@ -75,7 +75,7 @@ async def _serve(settings: Settings, database_url: str) -> int:
         # The embedded database is for trying the service: give it something to book.
         from server.demo import seed_demo
 
-        await seed_demo(app.ctx)
+        await seed_demo(app.ctx, app.accounts)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -156,7 +156,7 @@ async def _seed_demo(settings: Settings, database_url: str) -> int:
 
     app = await build_app(settings, database_url=database_url, start_jobs=False)
     try:
-        created = await seed_demo(app.ctx)
+        created = await seed_demo(app.ctx, app.accounts)
     finally:
         await app.stop(grace=0)
     state = "created" if created else "already present"

@@ -29,9 +29,15 @@ from concert.v1 import (
     wallet_pb2,
 )
 from server import api
+from server.accounts.passwords import PasswordHasher
+from server.accounts.runtime import AccountRuntime
 from server.admin_auth import AdminKeyLayer
+from server.api.features import Features
 from server.background import cancel_and_wait
+from server.booking.gateway import WalletGateway
 from server.booking.install import install_booking
+from server.booking.runtime import BookingRuntime
+from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock, SystemClock
 from server.config import ConfigError, Settings
 from server.context import ServiceContext
@@ -44,6 +50,7 @@ from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityLayer
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
+from server.queue.runtime import QueueRuntime
 from server.security.call_limit import CallLimitLayer
 from server.security.request_limits import (
     LARGEST_REQUEST_BYTES,
@@ -120,6 +127,7 @@ READINESS = "readiness"
 @dataclass
 class App:
     ctx: ServiceContext
+    features: Features
     server: grpc.aio.Server
     health: HealthServicer
     port: int
@@ -130,6 +138,18 @@ class App:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     key_reload: asyncio.Task[None] | None = None  # database signing keys, re-read
+
+    @property
+    def queue(self) -> QueueRuntime:
+        return self.features.queue
+
+    @property
+    def accounts(self) -> AccountRuntime:
+        return self.features.accounts
+
+    @property
+    def booking(self) -> BookingRuntime:
+        return self.features.booking
 
     @property
     def address(self) -> str:
@@ -152,7 +172,7 @@ class App:
             )
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready(True)
-        queue = self.ctx.queue
+        queue = self.features.queue
         self.probe = DatabaseProbe(
             self.ctx.pool, self._set_ready, also_ready=lambda: queue.listening
         )
@@ -220,11 +240,12 @@ async def build_app(
         if replica_pool is not None:
             ctx.metrics.watch_pool(replica_pool, "concert-read")
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
-        install_queue(ctx)
-        install_booking(ctx)
+        features = _build_features(ctx)
+        install_queue(ctx, features.queue)
+        install_booking(ctx, features.booking)
         _install_idempotency_pruning(ctx)
         server = grpc.aio.server(
-            interceptors=_interceptors(ctx),
+            interceptors=_interceptors(ctx, features.queue),
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -234,7 +255,7 @@ async def build_app(
                 *CONNECTION_OPTIONS,
             ],
         )
-        api.register_all(server, ctx)
+        api.register_all(server, ctx, features)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
@@ -255,6 +276,7 @@ async def build_app(
         health_server, health_port = _health_server(settings, health)
         return App(
             ctx=ctx,
+            features=features,
             server=server,
             health=health,
             port=port,
@@ -316,6 +338,24 @@ def _health_server(
     return server, port
 
 
+def _build_features(ctx: ServiceContext) -> Features:
+    """The features' runtimes, each handed to the servicers and jobs that use it."""
+    settings = ctx.settings
+    accounts = AccountRuntime(PasswordHasher(settings.password_hash_cost), signer=ctx.signer)
+    queue = QueueRuntime(settings, ctx.pool, ctx.clock)
+    booking = BookingRuntime(
+        gateway=WalletGateway(ctx.pool, ctx.clock),
+        seat_lists=SeatListCache(timedelta(milliseconds=settings.seat_list_max_age_ms)),
+        token_completed=queue.completed_here,
+    )
+
+    async def close_hasher() -> None:
+        accounts.hasher.close()
+
+    ctx.on_stop.append(close_hasher)
+    return Features(accounts=accounts, queue=queue, booking=booking)
+
+
 def _install_idempotency_pruning(ctx: ServiceContext) -> None:
     ttl = timedelta(hours=ctx.settings.idempotency_ttl_hours)
 
@@ -325,7 +365,7 @@ def _install_idempotency_pruning(ctx: ServiceContext) -> None:
     ctx.jobs.add(PRUNE_JOB, prune, ctx.settings.expiry_interval_seconds)
 
 
-def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(ctx: ServiceContext, queue: QueueRuntime) -> list[grpc.aio.ServerInterceptor]:
     # One interceptor running the layers, outermost first: the error mapper must
     # see the failures of every layer; observability wraps it to count and log
     # the status the caller receives.
@@ -337,7 +377,7 @@ def _interceptors(ctx: ServiceContext) -> list[grpc.aio.ServerInterceptor]:
                 CallLimitLayer(ctx.settings.max_concurrent_calls),
                 RequestLimitLayer(),  # an oversized or undecodable body: its status
                 AdminKeyLayer(ctx.settings.admin_key),
-                QueueGateLayer(ctx.signer, ctx.clock, ctx.queue),
+                QueueGateLayer(ctx.signer, ctx.clock, queue),
                 RequestTextLayer(),  # NUL in any string field: INVALID_ARGUMENT
             ],
             guard_deserializer=guarded_deserializer,

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from grpc.aio import ServicerContext
 
-    from server.config import Settings
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 FORWARDED_FOR = "x-forwarded-for"
 
@@ -80,8 +78,7 @@ def _is_in(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def caller_address(context: ServicerContext, settings: Settings) -> str:
-    """client_address of a call, as the servicers see it."""
-    return client_address(
-        context.peer(), context.invocation_metadata() or (), settings.trusted_proxies
-    )
+def caller_address(context: ServicerContext, trusted_proxies: Sequence[Network]) -> str:
+    """client_address of a call, as the servicers see it (trusted_proxies: the
+    settings' CONCERT_TRUSTED_PROXIES)."""
+    return client_address(context.peer(), context.invocation_metadata() or (), trusted_proxies)

@@ -1,22 +1,23 @@
-"""What every servicer and use case may depend on, built once by server.app."""
+"""The platform every servicer, use case and job may depend on, built once by server.app.
+
+Only what is not a feature: settings, pools, the clock, the signer, the job
+runner, metrics and the start/stop hooks. The features' own runtimes (the
+queue's, booking's, the accounts') are built by the composition root
+(server/app.py) and handed to the servicers and jobs that use them, so no
+module here imports a feature.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
-from server.accounts.passwords import PasswordHasher
-from server.accounts.runtime import AccountRuntime
-from server.booking.gateway import PaymentGateway, WalletGateway
-from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock
 from server.config import Settings
 from server.jobs import JobRunner
 from server.observability.metrics import Metrics
-from server.queue.runtime import QueueRuntime
 from server.signing import Signer
 
 Hook = Callable[[], Awaitable[None]]
@@ -38,14 +39,6 @@ class ServiceContext:
     # A pool on a read replica (CONCERT_DATABASE_READ_URL), None without one;
     # use read_pool, which falls back to the primary.
     replica_pool: AsyncConnectionPool | None = None
-    # The password hasher's thread pool and the sign-in throttle (server.accounts).
-    accounts: AccountRuntime = field(init=False)
-    # The queue's admission state in memory, its notifier and watchers (server.queue).
-    queue: QueueRuntime = field(init=False)
-    # The payment module (server.booking.gateway); tests swap in a faulty one.
-    gateway: PaymentGateway = field(init=False)
-    # ListAvailableSeats pages served from memory for a moment (server.booking).
-    seat_lists: SeatListCache = field(init=False)
 
     @property
     def read_pool(self) -> AsyncConnectionPool:
@@ -56,16 +49,3 @@ class ServiceContext:
         before it writes reads the primary.
         """
         return self.pool if self.replica_pool is None else self.replica_pool
-
-    def __post_init__(self) -> None:
-        self.accounts = AccountRuntime(
-            PasswordHasher(self.settings.password_hash_cost), signer=self.signer
-        )
-        self.queue = QueueRuntime(self.settings, self.pool, self.clock)
-        self.gateway = WalletGateway(self.pool, self.clock)
-        self.seat_lists = SeatListCache(timedelta(milliseconds=self.settings.seat_list_max_age_ms))
-
-        async def close_hasher() -> None:
-            self.accounts.hasher.close()
-
-        self.on_stop.append(close_hasher)

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from concert.v1 import account_pb2, admin_pb2, wallet_pb2
 from server.accounts.registration import sign_up
+from server.accounts.runtime import AccountRuntime
 from server.booking.concerts import create_concert, timestamp
 from server.context import ServiceContext
 from server.db.locks import LockNamespace
@@ -27,20 +28,20 @@ DEMO_TITLE = "Demo Night"
 DEMO_SEATS_PER_DATE = 50
 
 
-async def seed_demo(ctx: ServiceContext) -> bool:
+async def seed_demo(ctx: ServiceContext, accounts: AccountRuntime) -> bool:
     """Create the demo concert and fan unless they exist; True if anything was created."""
     async with ctx.pool.connection() as lock_conn:
         # Workers starting together take turns; the later ones find the demo there.
         await lock_conn.execute("SELECT pg_advisory_lock(%s, 0)", (int(LockNamespace.DEMO_SEED),))
         try:
-            return await _seed(ctx)
+            return await _seed(ctx, accounts)
         finally:
             await lock_conn.execute(
                 "SELECT pg_advisory_unlock(%s, 0)", (int(LockNamespace.DEMO_SEED),)
             )
 
 
-async def _seed(ctx: ServiceContext) -> bool:
+async def _seed(ctx: ServiceContext, accounts: AccountRuntime) -> bool:
     created = False
     async with ctx.pool.connection() as conn:
         cursor = await conn.execute("SELECT 1 FROM concerts WHERE title = %s", (DEMO_TITLE,))
@@ -54,7 +55,7 @@ async def _seed(ctx: ServiceContext) -> bool:
         account = await sign_up(
             ctx.pool,
             ctx.clock,
-            ctx.accounts,
+            accounts,
             account_pb2.SignUpRequest(email=DEMO_EMAIL, password=DEMO_PASSWORD),
         )
         await charge_wallet(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import grpc
 
 from server.api import account, admin, concert, payment, queue, reservation, wallet
+from server.api.features import Features
 from server.context import ServiceContext
 
 _MODULES = (account, queue, concert, reservation, payment, wallet, admin)
 
 
-def register_all(server: grpc.aio.Server, ctx: ServiceContext) -> None:
+def register_all(server: grpc.aio.Server, ctx: ServiceContext, features: Features) -> None:
     for module in _MODULES:
-        module.register(server, ctx)
+        module.register(server, ctx, features)

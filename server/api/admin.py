@@ -8,14 +8,17 @@ from __future__ import annotations
 from grpc.aio import ServicerContext
 
 from concert.v1 import admin_pb2, admin_pb2_grpc
+from server.api.features import Features
 from server.booking.concerts import create_concert
 from server.context import ServiceContext
 from server.queue.admin import queue_stats, set_admission
+from server.queue.runtime import QueueRuntime
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, queue: QueueRuntime) -> None:
         self._ctx = ctx
+        self._queue = queue
 
     async def CreateConcert(
         self, request: admin_pb2.CreateConcertRequest, context: ServicerContext
@@ -25,7 +28,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetAdmission(
         self, request: admin_pb2.SetAdmissionRequest, context: ServicerContext
     ) -> admin_pb2.SetAdmissionResponse:
-        return await set_admission(self._ctx.pool, self._ctx.clock, self._ctx.queue, request)
+        return await set_admission(self._ctx.pool, self._ctx.clock, self._queue, request)
 
     async def GetQueueStats(
         self, request: admin_pb2.GetQueueStatsRequest, context: ServicerContext
@@ -33,5 +36,5 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return await queue_stats(self._ctx.pool, self._ctx.clock)
 
 
-def register(server: object, ctx: ServiceContext) -> None:
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(ctx), server)
+def register(server: object, ctx: ServiceContext, features: Features) -> None:
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(ctx, features.queue), server)

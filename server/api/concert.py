@@ -8,14 +8,17 @@ from __future__ import annotations
 from grpc.aio import ServicerContext
 
 from concert.v1 import concert_pb2, concert_pb2_grpc
+from server.api.features import Features
 from server.booking import concerts
+from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.fan import current_fan
 
 
 class ConcertService(concert_pb2_grpc.ConcertServiceServicer):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, booking: BookingRuntime) -> None:
         self._ctx = ctx
+        self._booking = booking
 
     async def ListConcerts(
         self, request: concert_pb2.ListConcertsRequest, context: ServicerContext
@@ -33,8 +36,10 @@ class ConcertService(concert_pb2_grpc.ConcertServiceServicer):
         self, request: concert_pb2.ListAvailableSeatsRequest, context: ServicerContext
     ) -> concert_pb2.ListAvailableSeatsResponse:
         current_fan()
-        return await concerts.list_available_seats(self._ctx, request)
+        return await concerts.list_available_seats(self._ctx, self._booking, request)
 
 
-def register(server: object, ctx: ServiceContext) -> None:
-    concert_pb2_grpc.add_ConcertServiceServicer_to_server(ConcertService(ctx), server)
+def register(server: object, ctx: ServiceContext, features: Features) -> None:
+    concert_pb2_grpc.add_ConcertServiceServicer_to_server(
+        ConcertService(ctx, features.booking), server
+    )

@@ -8,19 +8,22 @@ from __future__ import annotations
 from grpc.aio import ServicerContext
 
 from concert.v1 import payment_pb2, payment_pb2_grpc
+from server.api.features import Features
 from server.booking import payments
+from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.fan import current_fan
 
 
 class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, booking: BookingRuntime) -> None:
         self._ctx = ctx
+        self._booking = booking
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: ServicerContext
     ) -> payment_pb2.PayResponse:
-        return await payments.pay(self._ctx, current_fan(), request)
+        return await payments.pay(self._ctx, self._booking, current_fan(), request)
 
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: ServicerContext
@@ -28,5 +31,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         return await payments.get_payment(self._ctx, current_fan(), request)
 
 
-def register(server: object, ctx: ServiceContext) -> None:
-    payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentService(ctx), server)
+def register(server: object, ctx: ServiceContext, features: Features) -> None:
+    payment_pb2_grpc.add_PaymentServiceServicer_to_server(
+        PaymentService(ctx, features.booking), server
+    )

@@ -7,27 +7,32 @@ from collections.abc import AsyncIterator
 from grpc.aio import ServicerContext
 
 from concert.v1 import queue_pb2, queue_pb2_grpc
+from server.accounts.runtime import AccountRuntime
+from server.api.features import Features
 from server.client_address import caller_address
 from server.context import ServiceContext
 from server.credentials import bearer_credential
 from server.queue.issue import authenticate_issue, take_place_in_line
 from server.queue.presence import QueuePresence
+from server.queue.runtime import QueueRuntime
 
 
 class QueueService(queue_pb2_grpc.QueueServiceServicer):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, accounts: AccountRuntime, queue: QueueRuntime) -> None:
         self._ctx = ctx
-        self._presence = QueuePresence(ctx.pool, ctx.clock, ctx.signer, ctx.queue)
+        self._accounts = accounts
+        self._queue = queue
+        self._presence = QueuePresence(ctx.pool, ctx.clock, ctx.signer, queue)
 
     async def IssueToken(
         self, request: queue_pb2.IssueTokenRequest, context: ServicerContext
     ) -> queue_pb2.IssueTokenResponse:
         ctx = self._ctx
-        address = caller_address(context, ctx.settings)
+        address = caller_address(context, ctx.settings.trusted_proxies)
         user_id = await authenticate_issue(
-            ctx.pool, ctx.clock, ctx.signer, ctx.accounts, request, address
+            ctx.pool, ctx.clock, ctx.signer, self._accounts, request, address
         )
-        issued = await take_place_in_line(ctx.pool, ctx.clock, ctx.queue, self._presence, user_id)
+        issued = await take_place_in_line(ctx.pool, ctx.clock, self._queue, self._presence, user_id)
         return queue_pb2.IssueTokenResponse(token=issued.credential, status=issued.status)
 
     async def GetQueueStatus(
@@ -50,5 +55,7 @@ class QueueService(queue_pb2_grpc.QueueServiceServicer):
         return queue_pb2.RefreshTokenResponse(token=shown.credential, status=shown.status)
 
 
-def register(server: object, ctx: ServiceContext) -> None:
-    queue_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(ctx), server)
+def register(server: object, ctx: ServiceContext, features: Features) -> None:
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(
+        QueueService(ctx, features.accounts, features.queue), server
+    )

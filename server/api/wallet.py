@@ -12,6 +12,7 @@ from grpc.aio import ServicerContext
 
 from concert.v1 import wallet_pb2, wallet_pb2_grpc
 from server.accounts.sessions import verify_session
+from server.api.features import Features
 from server.context import ServiceContext
 from server.credentials import bearer_credential
 from server.errors import Unauthenticated
@@ -49,5 +50,5 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return WalletCaller(user_id=session.user_id)
 
 
-def register(server: object, ctx: ServiceContext) -> None:
+def register(server: object, ctx: ServiceContext, features: Features) -> None:
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletService(ctx), server)

@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concert.v1 import admin_pb2, concert_pb2
+from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
 from server.errors import NotFound, Violations
@@ -276,7 +277,7 @@ async def list_available_dates(
 
 
 async def list_available_seats(
-    ctx: ServiceContext, request: concert_pb2.ListAvailableSeatsRequest
+    ctx: ServiceContext, booking: BookingRuntime, request: concert_pb2.ListAvailableSeatsRequest
 ) -> concert_pb2.ListAvailableSeatsResponse:
     violations = Violations()
     date_id = parse_uuid(violations, "date_id", request.date_id)
@@ -293,7 +294,7 @@ async def list_available_seats(
     violations.raise_if_any()
     assert date_id is not None
     now = ctx.clock.now()
-    cache, page_key = ctx.seat_lists, (after, page_size)
+    cache, page_key = booking.seat_lists, (after, page_size)
     cached = cache.get(date_id, page_key, now)
     if cached is not None:
         return cached

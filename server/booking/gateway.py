@@ -41,6 +41,11 @@ class GatewayUnavailable(Exception):
 
 
 class PaymentGateway(Protocol):
+    # True when the gateway's book lives in this database, so Pay takes the
+    # money inside its own transaction (server/booking/wallet_payment.py); a
+    # module outside answers False and is paid in three steps.
+    in_this_database: bool
+
     async def charge(self, key: uuid.UUID, user_id: uuid.UUID, amount: int) -> ChargeOutcome:
         """Take amount from the fan, once per key."""
         ...
@@ -56,6 +61,8 @@ class PaymentGateway(Protocol):
 
 class WalletGateway:
     """The default payment module: the fan's wallet, with its own book."""
+
+    in_this_database = True
 
     def __init__(self, pool: AsyncConnectionPool, clock: Clock) -> None:
         self._pool = pool

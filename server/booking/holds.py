@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 
 from concert.v1 import reservation_pb2
 from server.booking.concerts import timestamp
+from server.booking.runtime import BookingRuntime
 from server.clock import Clock
 from server.context import ServiceContext
 from server.db.unit_of_work import (
@@ -82,7 +83,10 @@ def seat_unavailable(date_id: uuid.UUID, seat_number: int, *, started: bool = Fa
 
 
 async def hold_seat(
-    ctx: ServiceContext, fan: Fan, request: reservation_pb2.ReserveSeatRequest
+    ctx: ServiceContext,
+    booking: BookingRuntime,
+    fan: Fan,
+    request: reservation_pb2.ReserveSeatRequest,
 ) -> reservation_pb2.ReserveSeatResponse:
     violations = Violations()
     date_id = parse_uuid(violations, "date_id", request.date_id)
@@ -160,7 +164,7 @@ async def hold_seat(
         )
         if (remember := unit.remember_statement(record, response)) is not None:
             await unit.send(remember, commit=True)
-    ctx.seat_lists.invalidate(date_id)  # this process's lists show the hold at once
+    booking.seat_lists.invalidate(date_id)  # this process's lists show the hold at once
     return response
 
 
@@ -222,7 +226,10 @@ async def get_reservation(
 
 
 async def cancel_reservation(
-    ctx: ServiceContext, fan: Fan, request: reservation_pb2.CancelReservationRequest
+    ctx: ServiceContext,
+    booking: BookingRuntime,
+    fan: Fan,
+    request: reservation_pb2.CancelReservationRequest,
 ) -> reservation_pb2.CancelReservationResponse:
     violations = Violations()
     reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
@@ -271,7 +278,7 @@ async def cancel_reservation(
                 reservation=reservation_message((*row[:6], "cancelled", *row[7:]))
             ),
         )
-    ctx.seat_lists.invalidate(uuid.UUID(response.reservation.date_id))
+    booking.seat_lists.invalidate(uuid.UUID(response.reservation.date_id))
     return response
 
 

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from psycopg import AsyncConnection
 
 from concert.v1 import payment_pb2
-from server.booking.gateway import ChargeOutcome, ChargeState, WalletGateway
+from server.booking.gateway import ChargeOutcome, ChargeState
 from server.booking.holds import hold_state, reservation_not_found
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
@@ -43,6 +43,7 @@ from server.booking.payment_records import (
     payment_message,
     reservation_not_held,
 )
+from server.booking.runtime import BookingRuntime
 from server.booking.wallet_payment import pay_from_wallet
 from server.context import ServiceContext
 from server.db.unit_of_work import Lock, LockKind, UnitOfWork, stored_answer, unit_of_work, unit_on
@@ -81,16 +82,16 @@ class NotConfirmable(Exception):
 
 
 async def pay(
-    ctx: ServiceContext, fan: Fan, request: payment_pb2.PayRequest
+    ctx: ServiceContext, booking: BookingRuntime, fan: Fan, request: payment_pb2.PayRequest
 ) -> payment_pb2.PayResponse:
     violations = Violations()
     reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
     assert reservation_id is not None
-    if type(ctx.gateway) is WalletGateway:
+    if booking.gateway.in_this_database:
         # The money is in this database: the debit joins the sale's transaction.
-        return await pay_from_wallet(ctx, fan, reservation_id, request_id, request)
+        return await pay_from_wallet(ctx, booking, fan, reservation_id, request_id, request)
 
     # 1. begin. The first answer to this request id is looked up before any
     # money moves (AIP-155): a retry never charges, and a reused id is refused
@@ -105,10 +106,10 @@ async def pay(
 
     # 2. charge
     try:
-        outcome = await ctx.gateway.charge(attempt.id, attempt.user_id, attempt.amount)
+        outcome = await booking.gateway.charge(attempt.id, attempt.user_id, attempt.amount)
     except Exception:
         log.warning("payment gateway failed to charge attempt %s", attempt.id, exc_info=True)
-        await settle_by_refund(ctx, attempt)
+        await settle_by_refund(ctx, booking, attempt)
         raise Unavailable(
             "PAYMENT_GATEWAY_UNAVAILABLE",
             "the payment module failed; any money taken is returned",
@@ -128,7 +129,7 @@ async def pay(
         async with unit_of_work(ctx.pool, ctx.clock) as unit:
             return await _confirm_once(ctx, unit, attempt, request, fan=fan)
     except Exception as failure:
-        await settle_by_refund(ctx, attempt)
+        await settle_by_refund(ctx, booking, attempt)
         if isinstance(failure, NotConfirmable):
             raise reservation_not_held(str(failure)) from None
         raise
@@ -320,7 +321,9 @@ async def _move_attempt(
     return cursor.rowcount == 1
 
 
-async def settle_by_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState | None:
+async def settle_by_refund(
+    ctx: ServiceContext, booking: BookingRuntime, attempt: Attempt
+) -> ChargeState | None:
     """Give back whatever the attempt took; None if the gateway must be asked again later.
 
     The attempt is claimed ('refunding') before the gateway is asked, so the
@@ -330,12 +333,14 @@ async def settle_by_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState
         claimed = await _move_attempt(conn, attempt.id, "charging", "refunding", ctx.clock.now())
     if not claimed:
         return None
-    return await _finish_refund(ctx, attempt)
+    return await _finish_refund(ctx, booking, attempt)
 
 
-async def _finish_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState | None:
+async def _finish_refund(
+    ctx: ServiceContext, booking: BookingRuntime, attempt: Attempt
+) -> ChargeState | None:
     try:
-        result = await ctx.gateway.refund(attempt.id, attempt.user_id)
+        result = await booking.gateway.refund(attempt.id, attempt.user_id)
     except Exception:
         log.warning(
             "refund of attempt %s failed; reconciliation retries", attempt.id, exc_info=True
@@ -346,7 +351,9 @@ async def _finish_refund(ctx: ServiceContext, attempt: Attempt) -> ChargeState |
     return result
 
 
-async def reconcile_payments(ctx: ServiceContext, conn: AsyncConnection) -> dict[str, int]:
+async def reconcile_payments(
+    ctx: ServiceContext, booking: BookingRuntime, conn: AsyncConnection
+) -> dict[str, int]:
     """The reconciliation job: settle attempts whose Pay call died or gave up.
 
     'charging': ask the gateway. Charged: confirm if the reservation is still
@@ -365,9 +372,9 @@ async def reconcile_payments(ctx: ServiceContext, conn: AsyncConnection) -> dict
         attempt = Attempt(*row[:6])
         settled: str | ChargeState | None
         if row[6] == "refunding":
-            settled = await _finish_refund(ctx, attempt)
+            settled = await _finish_refund(ctx, booking, attempt)
         else:
-            settled = await _reconcile_charging(ctx, conn, attempt)
+            settled = await _reconcile_charging(ctx, booking, conn, attempt)
         if settled == "confirmed":
             counts["confirmed"] += 1
         elif settled is None:
@@ -378,10 +385,10 @@ async def reconcile_payments(ctx: ServiceContext, conn: AsyncConnection) -> dict
 
 
 async def _reconcile_charging(
-    ctx: ServiceContext, conn: AsyncConnection, attempt: Attempt
+    ctx: ServiceContext, booking: BookingRuntime, conn: AsyncConnection, attempt: Attempt
 ) -> str | ChargeState | None:
     try:
-        found = await ctx.gateway.lookup(attempt.id)
+        found = await booking.gateway.lookup(attempt.id)
     except Exception:
         log.warning("gateway lookup of attempt %s failed", attempt.id, exc_info=True)
         return None
@@ -396,7 +403,7 @@ async def _reconcile_charging(
             return "confirmed"
         except NotConfirmable:
             pass
-    return await settle_by_refund(ctx, attempt)
+    return await settle_by_refund(ctx, booking, attempt)
 
 
 async def get_payment(

@@ -41,6 +41,7 @@ from server.booking.payment_records import (
     payment_message,
     reservation_not_held,
 )
+from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.db.unit_of_work import Lock, LockKind, Statement, unit_of_work
 from server.errors import FailedPrecondition
@@ -119,6 +120,7 @@ class SaleNotWritten(Exception):
 
 async def pay_from_wallet(
     ctx: ServiceContext,
+    booking: BookingRuntime,
     fan: Fan,
     reservation_id: uuid.UUID,
     request_id: uuid.UUID | None,
@@ -169,7 +171,7 @@ async def pay_from_wallet(
             await unit.send(remember, count, commit=True)
     # Committed: every call of this process refuses the token from now.
     assert token is not None
-    ctx.queue.completed_here(token.token_id, token.expires_at)
+    booking.token_completed(token.token_id, token.expires_at)
     return response
 
 

@@ -8,6 +8,7 @@ from server.queue import admission_pass
 from server.queue.admin import queue_stats
 from server.queue.admission_pass import AdmissionTrigger, admission_job
 from server.queue.expiry import JOB_NAME, expiry_job
+from server.queue.runtime import QueueRuntime
 
 QUEUE_GAUGES = {
     "concert_queue_issued": "Queue tokens issued so far.",
@@ -21,18 +22,18 @@ QUEUE_GAUGES = {
 }
 
 
-def install_queue(ctx: ServiceContext) -> None:
-    ctx.on_start.append(ctx.queue.start)
-    ctx.on_stop.append(ctx.queue.stop)
-    ctx.jobs.add(JOB_NAME, expiry_job(ctx.clock, ctx.queue), ctx.settings.expiry_interval_seconds)
+def install_queue(ctx: ServiceContext, queue: QueueRuntime) -> None:
+    ctx.on_start.append(queue.start)
+    ctx.on_stop.append(queue.stop)
+    ctx.jobs.add(JOB_NAME, expiry_job(ctx.clock, queue), ctx.settings.expiry_interval_seconds)
     ctx.jobs.add(
         admission_pass.JOB_NAME,
-        admission_job(ctx.clock, ctx.queue),
+        admission_job(ctx.clock, queue),
         admission_pass.INTERVAL_SECONDS,
     )
     # Sooner than the next second: when this process hears that places were freed.
     trigger = AdmissionTrigger(lambda: ctx.jobs.run_now(admission_pass.JOB_NAME))
-    ctx.queue.on_places_freed = trigger.poke
+    queue.on_places_freed = trigger.poke
 
     async def start_trigger() -> None:
         trigger.start()

@@ -52,7 +52,7 @@ async def test_concurrent_sign_ups_with_one_email_create_one_account(
     stubs: Stubs, app: App
 ) -> None:
     # All ten reach the database race (none refused for a full hashing line).
-    app.ctx.accounts.hasher.open.places = 10
+    app.accounts.hasher.open.places = 10
     results = await asyncio.gather(
         *(sign_up(stubs, "race@example.com") for _ in range(10)), return_exceptions=True
     )

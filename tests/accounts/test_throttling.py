@@ -73,14 +73,14 @@ async def test_a_burst_of_guesses_evaluates_only_the_budget_and_the_fan_still_ge
 ) -> None:
     fan = await new_fan(stubs)
     hashes = 0
-    verify = app.ctx.accounts.hasher.verify_in_place
+    verify = app.accounts.hasher.verify_in_place
 
     async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
         nonlocal hashes
         hashes += 1
         return await verify(lane, password, stored)
 
-    app.ctx.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
+    app.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
     guesses = await asyncio.gather(
         *(_sign_in(stubs, fan.email, f"wrong password {i}", ATTACKER) for i in range(60))
     )
@@ -159,7 +159,7 @@ async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> N
 async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
     app: App, stubs: Stubs
 ) -> None:
-    app.ctx.accounts.hasher.open.places = 0  # every thread and place taken
+    app.accounts.hasher.open.places = 0  # every thread and place taken
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stubs.account.SignIn(
@@ -167,7 +167,7 @@ async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
                 metadata=_from(FAN),
             )
     finally:
-        app.ctx.accounts.hasher.open.places = 10
+        app.accounts.hasher.open.places = 10
     details = error_details(err.value)
     assert (details.code, details.reason) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -176,7 +176,7 @@ async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
     assert details.retry is not None
     # Not evaluated, so not counted: the budget is whole.
     assert not isinstance(
-        app.ctx.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
+        app.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
     )
 
 
@@ -277,7 +277,7 @@ async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_prove
         return await find_credentials(conn, email)
 
     monkeypatch.setattr(accounts_store, "find_credentials", counting_lookup)
-    app.ctx.accounts.hasher.open.places = 0  # the storm holds every open place
+    app.accounts.hasher.open.places = 0  # the storm holds every open place
 
     def sign_in(email: str, password: str, previous: str = "") -> Awaitable[str | None]:
         request = account_pb2.SignInRequest(
@@ -300,7 +300,7 @@ async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_prove
     # sent to the open lane, which is full.
     assert await sign_in(fan.email, fan.password, other.session_token) == "PASSWORD_HASHING_BUSY"
     assert lookups == 2
-    assert app.ctx.accounts.hasher.proven.in_flight == 0
+    assert app.accounts.hasher.proven.in_flight == 0
 
 
 async def test_the_open_lane_starts_no_hash_while_the_proven_lane_hashes() -> None:

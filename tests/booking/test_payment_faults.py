@@ -37,6 +37,8 @@ class SimulatedCrash(BaseException):
 @dataclass
 class FaultyGateway:
     inner: WalletGateway
+    # An outside payment module, as far as Pay can tell: paid in three steps.
+    in_this_database = False
     fail_before_charge: bool = False
     lose_charge_answer: bool = False
     crash_after_charge: bool = False
@@ -71,7 +73,7 @@ class FaultyGateway:
 @pytest.fixture
 def gateway(app: App) -> FaultyGateway:
     faulty = FaultyGateway(WalletGateway(app.ctx.pool, app.ctx.clock))
-    app.ctx.gateway = faulty
+    app.booking.gateway = faulty
     return faulty
 
 
@@ -80,6 +82,7 @@ async def held_reservation(app: App, balance: int = 100_000) -> tuple[Fan, str]:
     fan = await make_fan(app.ctx, balance=balance)
     held = await holds.hold_seat(
         app.ctx,
+        app.booking,
         fan,
         reservation_pb2.ReserveSeatRequest(date_id=concert.dates[0].date_id, seat_number=1),
     )
@@ -89,6 +92,7 @@ async def held_reservation(app: App, balance: int = 100_000) -> tuple[Fan, str]:
 async def pay(app: App, fan: Fan, reservation_id: str, request_id: str = "") -> object:
     return await payments.pay(
         app.ctx,
+        app.booking,
         fan,
         payment_pb2.PayRequest(reservation_id=reservation_id, request_id=request_id),
     )

@@ -47,6 +47,7 @@ async def test_reserve_seat_and_pay_take_at_most_two_round_trips(
     units.clear()
     held = await hold_seat(
         app.ctx,
+        app.booking,
         fan,
         reservation_pb2.ReserveSeatRequest(
             date_id=concert.dates[0].date_id, seat_number=1, request_id=_request_id(with_id)
@@ -57,6 +58,7 @@ async def test_reserve_seat_and_pay_take_at_most_two_round_trips(
     units.clear()
     paid = await payments.pay(
         app.ctx,
+        app.booking,
         fan,
         payment_pb2.PayRequest(
             reservation_id=held.reservation.reservation_id, request_id=_request_id(with_id)
@@ -87,9 +89,9 @@ async def test_a_refused_reserve_seat_in_one_message_writes_nothing(
     concert = await create_concert(app.ctx, concert_request(app.ctx, seats=1, price=PRICE))
     first, second = await make_fan(app.ctx), await make_fan(app.ctx)
     request = reservation_pb2.ReserveSeatRequest(date_id=concert.dates[0].date_id, seat_number=1)
-    await hold_seat(app.ctx, first, request)
+    await hold_seat(app.ctx, app.booking, first, request)
     with pytest.raises(ServiceError) as refused:
-        await hold_seat(app.ctx, second, request)
+        await hold_seat(app.ctx, app.booking, second, request)
     assert refused.value.reason == "SEAT_UNAVAILABLE"
     assert units[-1].round_trips == 1
     async with app.ctx.pool.connection() as conn:

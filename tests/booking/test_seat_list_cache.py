@@ -49,7 +49,7 @@ async def test_a_page_is_served_from_memory_and_this_processs_hold_shows_at_once
 ) -> None:
     date_id = await one_date(app, stubs)
     fan = await admitted_fan(stubs)
-    cache = app.ctx.seat_lists
+    cache = app.booking.seat_lists
 
     assert await free_seats(stubs, fan, date_id) == [1, 2, 3, 4]
     hits = cache.hits

@@ -31,6 +31,7 @@ async def held_seat(app: App, balance: int) -> tuple[Fan, str]:
     fan = await make_fan(app.ctx, balance=balance)
     held = await hold_seat(
         app.ctx,
+        app.booking,
         fan,
         reservation_pb2.ReserveSeatRequest(date_id=concert.dates[0].date_id, seat_number=1),
     )
@@ -72,11 +73,12 @@ async def rows(app: App, fan: Fan) -> dict[str, object]:
 
 
 async def test_the_default_gateway_pays_in_one_transaction_with_the_usual_rows(app: App) -> None:
-    assert type(app.ctx.gateway) is WalletGateway
+    assert type(app.booking.gateway) is WalletGateway
+    assert app.booking.gateway.in_this_database
     fan, reservation_id = await held_seat(app, balance=100_000)
 
     response = await payments.pay(
-        app.ctx, fan, payment_pb2.PayRequest(reservation_id=reservation_id)
+        app.ctx, app.booking, fan, payment_pb2.PayRequest(reservation_id=reservation_id)
     )
 
     assert response.payment.amount == PRICE
@@ -97,7 +99,9 @@ async def test_a_wallet_short_of_the_price_writes_nothing(app: App) -> None:
     fan, reservation_id = await held_seat(app, balance=PRICE - 1)
 
     with pytest.raises(ServiceError) as refused:
-        await payments.pay(app.ctx, fan, payment_pb2.PayRequest(reservation_id=reservation_id))
+        await payments.pay(
+            app.ctx, app.booking, fan, payment_pb2.PayRequest(reservation_id=reservation_id)
+        )
 
     assert refused.value.reason == "INSUFFICIENT_BALANCE"
     assert await rows(app, fan) == {
@@ -130,6 +134,7 @@ async def test_a_failure_after_the_debit_rolls_the_money_back_with_everything_el
     with pytest.raises(psycopg.errors.DivisionByZero):
         await payments.pay(
             app.ctx,
+            app.booking,
             fan,
             payment_pb2.PayRequest(reservation_id=reservation_id, request_id=request_id),
         )
@@ -170,13 +175,16 @@ async def test_a_hold_that_lapses_while_pay_waits_for_its_lock_is_not_held_not_i
             "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation_id,)
         )
         paying = asyncio.ensure_future(
-            payments.pay(app.ctx, fan, payment_pb2.PayRequest(reservation_id=reservation_id))
+            payments.pay(
+                app.ctx, app.booking, fan, payment_pb2.PayRequest(reservation_id=reservation_id)
+            )
         )
         await wait_for_lock_wait(blocker)
         app.ctx.clock.advance(app.ctx.settings.hold_ttl_seconds + 1)  # type: ignore[attr-defined]
         other = await make_fan(app.ctx, balance=PRICE)
         await hold_seat(
             app.ctx,
+            app.booking,
             other,
             reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=1),
         )

@@ -13,8 +13,8 @@ from tests.support import Stubs, bearer
 async def test_seed_demo_creates_a_bookable_concert_and_a_fan_with_money(
     app: App, stubs: Stubs
 ) -> None:
-    assert await seed_demo(app.ctx) is True
-    assert await seed_demo(app.ctx) is False  # the second run finds it there
+    assert await seed_demo(app.ctx, app.accounts) is True
+    assert await seed_demo(app.ctx, app.accounts) is False  # the second run finds it there
 
     session = await stubs.account.SignIn(
         account_pb2.SignInRequest(email=DEMO_EMAIL, password=DEMO_PASSWORD)
@@ -40,7 +40,7 @@ async def test_seed_demo_creates_a_bookable_concert_and_a_fan_with_money(
 
 
 async def test_concurrent_seeders_create_the_demo_once(app: App) -> None:
-    results = await asyncio.gather(*(seed_demo(app.ctx) for _ in range(3)))
+    results = await asyncio.gather(*(seed_demo(app.ctx, app.accounts) for _ in range(3)))
     assert sorted(results) == [False, False, True]
     async with app.ctx.pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM concerts")

@@ -67,7 +67,7 @@ async def settle(app: App, completed_count: int) -> None:
     import asyncio
 
     for _ in range(500):
-        if app.ctx.queue.state.completed_count >= completed_count:
+        if app.queue.state.completed_count >= completed_count:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"completed_count {completed_count} never arrived by NOTIFY")
@@ -86,7 +86,7 @@ async def admit_waiting(app: App) -> None:
         await asyncio.sleep(0.01)  # the trigger's pass holds the job's lock
     else:
         raise AssertionError("the admission pass never got its lock")
-    await app.ctx.queue.refresh()
+    await app.queue.refresh()
 
 
 async def complete(app: App, token: str) -> bool:

@@ -49,7 +49,7 @@ async def test_pause_freezes_the_window_and_resume_catches_up(
     assert reply.paused and reply.capacity == 2
     await complete(app, fans[0][1])
     await complete(app, fans[1][1])
-    await app.ctx.queue.refresh()
+    await app.queue.refresh()
     # Completions do not move a paused window; those inside stay inside.
     assert not await admitted(stubs, fans[2][1])
     await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(capacity=3), metadata=ADMIN)

@@ -115,7 +115,7 @@ async def test_waiting_fans_who_leave_do_not_widen_the_window(
     states = [await _state(stubs, token) for _, token in fans[5:11]]
     assert states == [admitted] * 5 + [queue_pb2.QUEUE_TOKEN_STATE_WAITING]
     # Fan 40 waits behind live fans only: 11..19 and 30..39 (20..29 left): 19.
-    await app.ctx.queue.read_line()
+    await app.queue.read_line()
     reply = await stubs.queue.GetQueueStatus(
         queue_pb2.GetQueueStatusRequest(), metadata=bearer(fans[39][1])
     )

@@ -105,7 +105,7 @@ class LineMachine(RuleBasedStateMachine):
                 (CAPACITY, CAPACITY, self.world.clock.now(), self.world.clock.now()),
             )
         for app in self.world.apps:
-            await app.ctx.queue.refresh()
+            await app.queue.refresh()
 
     # -- the steps -------------------------------------------------------------
 
@@ -237,10 +237,10 @@ class LineMachine(RuleBasedStateMachine):
             seen = []
             for app in self.world.apps:
                 await self._caught_up(app)
-                await app.ctx.queue.read_line()
+                await app.queue.read_line()
                 seen.append(
                     [
-                        app.ctx.queue.people_ahead(f.number)
+                        app.queue.people_ahead(f.number)
                         for f in self.fans
                         if f.alive and f.number > limit
                     ]
@@ -283,7 +283,7 @@ class LineMachine(RuleBasedStateMachine):
         """Until this server has heard (by NOTIFY) the database's latest state."""
         version = int(await self.world.scalar("SELECT version FROM queue_state"))  # type: ignore[call-overload]
         for _ in range(250):
-            if app.ctx.queue.state.version >= version:
+            if app.queue.state.version >= version:
                 return
             await asyncio.sleep(0.02)
         raise AssertionError("a server never heard the latest queue state")
@@ -312,7 +312,7 @@ def test_the_line_matches_its_model_under_random_interleavings(
                 # Passes run only as steps (and inside SetAdmission): a trigger's
                 # pass landing in the middle of a check would make the run
                 # depend on timing. The trigger has tests of its own.
-                app.ctx.queue.on_places_freed = None
+                app.queue.on_places_freed = None
                 channel = grpc.aio.insecure_channel(app.address)
                 world.apps.append(app)
                 world.channels.append(channel)

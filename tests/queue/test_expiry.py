@@ -28,7 +28,7 @@ async def test_the_job_expires_lapsed_tokens_and_advances_the_counter(
         "SELECT count(*) FROM queue_tokens WHERE state = 'expired' AND ended_at = %s",
         clock.now(),
     ) == (5,)
-    assert app.ctx.queue.state.completed_count == 5  # applied at once in this process
+    assert app.queue.state.completed_count == 5  # applied at once in this process
     assert (await app.ctx.jobs.run_now(JOB_NAME)).result == 0  # nothing counted twice
 
 

@@ -132,7 +132,7 @@ async def test_the_gate_costs_no_database_round_trip(app: App, stubs: Stubs) -> 
         assert await list_concerts(stubs, bearer(fans[2][1])) is not None  # waiting
         assert await list_concerts(stubs, bearer("forged.token")) is not None
     # The admission decision itself reads only memory.
-    fan = admit(app.ctx.signer, app.ctx.clock, app.ctx.queue, fans[0][1])
+    fan = admit(app.ctx.signer, app.ctx.clock, app.queue, fans[0][1])
     assert fan.queue_number == 1 and fan.user_id == fans[0][0]
     assert pool.get_stats().get("requests_num", 0) == before
 
@@ -150,7 +150,7 @@ class _Context:
 async def test_the_gate_binds_the_fan_for_the_call_only(app: App, stubs: Stubs) -> None:
     [(user_id, token), (other_id, other)] = await issue_all(app, stubs, 2)
     seen = []
-    gate = CallPipeline([QueueGateLayer(app.ctx.signer, app.ctx.clock, app.ctx.queue)])
+    gate = CallPipeline([QueueGateLayer(app.ctx.signer, app.ctx.clock, app.queue)])
 
     async def handler(request: object, context: object) -> str:
         fan = fan_context.get()

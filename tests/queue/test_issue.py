@@ -146,7 +146,7 @@ async def test_after_expiry_a_fan_gets_a_new_place_and_the_old_one_counts_once(
     assert await fetch_one(app, "SELECT state FROM queue_tokens WHERE queue_number = 1") == (
         "expired",
     )
-    assert app.ctx.queue.state.completed_count == 1
+    assert app.queue.state.completed_count == 1
     run = await app.ctx.jobs.run_now("queue.expire_stale_tokens")
     assert run.result == 0
     assert await fetch_one(app, "SELECT completed_count FROM queue_state") == (1,)
@@ -215,7 +215,7 @@ async def test_the_single_statement_issue_inserts_only_for_a_fan_without_a_live_
     none; nothing (and no number drawn) when the fan has one, or while another
     issue of the fan holds its lock; the locked path then decides."""
     [(user_id, _, _), (busy_user, _, _)] = await insert_users(app, 2)
-    ttl = app.ctx.queue.token_ttl
+    ttl = app.queue.token_ttl
     async with app.ctx.pool.connection() as conn:
         first = await store.claim_first_token(conn, uuid.uuid4(), user_id, clock.now(), ttl)
         assert first is not None

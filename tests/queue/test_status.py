@@ -66,7 +66,7 @@ async def heard_completion(app: App, token: str) -> None:
     claims = read_queue_token(app.ctx.signer, token)
     assert claims is not None
     for _ in range(500):
-        if app.ctx.queue.is_completed(claims.token_id):
+        if app.queue.is_completed(claims.token_id):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the completion never arrived by NOTIFY")

@@ -55,7 +55,7 @@ async def test_a_token_holds_at_most_two_streams(app: App, stubs: Stubs) -> None
     claims = read_queue_token(app.ctx.signer, token)
     assert claims is not None
     for _ in range(250):
-        if app.ctx.queue.stream_count(claims.token_id) < MAX_STREAMS_PER_TOKEN:
+        if app.queue.stream_count(claims.token_id) < MAX_STREAMS_PER_TOKEN:
             break
         await asyncio.sleep(0.02)
     again = _watch(stubs, token)

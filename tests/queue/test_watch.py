@@ -34,7 +34,7 @@ async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: S
         2,
         queue_pb2.QUEUE_TOKEN_STATE_WAITING,
     )
-    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    await until(lambda: app.queue.watcher_count == 1, "watch registered")
     seen = []
     for i in range(3):
         # Heard by NOTIFY in every process; the admission pass it triggers lets
@@ -49,7 +49,7 @@ async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: S
     ]
     assert await stream.read() == grpc.aio.EOF
     assert await stream.code() == grpc.StatusCode.OK
-    assert app.ctx.queue.watcher_count == 0
+    assert app.queue.watcher_count == 0
 
 
 async def test_pause_is_a_change_and_an_expired_watch_ends_with_token_expired(
@@ -64,7 +64,7 @@ async def test_pause_is_a_change_and_an_expired_watch_ends_with_token_expired(
         queue_pb2.QUEUE_TOKEN_STATE_WAITING,
         0,
     )
-    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    await until(lambda: app.queue.watcher_count == 1, "watch registered")
     await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=True), metadata=ADMIN)
     paused = await stream.read()
     assert paused.status.admission_paused and paused.status.people_ahead == 0
@@ -85,10 +85,10 @@ async def test_an_open_watch_keeps_its_token_alive(
         queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[2][1])
     )
     await stream.read()
-    await until(lambda: app.ctx.queue.watcher_count == 1, "watch registered")
+    await until(lambda: app.queue.watcher_count == 1, "watch registered")
     ttl = app.ctx.settings.token_ttl_seconds
     clock.advance(ttl * 2 / 3)
-    assert await app.ctx.queue.touch_watchers() == 1  # what the presence task does
+    assert await app.queue.touch_watchers() == 1  # what the presence task does
     clock.advance(ttl * 2 / 3)
     assert (await app.ctx.jobs.run_now(JOB_NAME)).result == 2  # fans 1 and 2 lapsed
     message = await stream.read()
@@ -109,9 +109,9 @@ async def test_many_watchers_cost_no_database_work_per_watcher(
     ]
     firsts = await asyncio.gather(*(s.read() for s in streams))
     assert [m.status.people_ahead for m in firsts] == list(range(watchers))
-    await until(lambda: app.ctx.queue.watcher_count == watchers, "all watches registered")
+    await until(lambda: app.queue.watcher_count == watchers, "all watches registered")
 
-    runtime = app.ctx.queue
+    runtime = app.queue
     requests_before = app.ctx.pool.get_stats().get("requests_num", 0)
     applied_before = runtime.changes_applied
     changes = 3
@@ -146,7 +146,7 @@ async def test_another_process_learns_every_change_by_notify(
                 queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[3][1])
             )
             assert (await stream.read()).status.people_ahead == 1
-            await until(lambda: other.ctx.queue.watcher_count == 1, "remote watch registered")
+            await until(lambda: other.queue.watcher_count == 1, "remote watch registered")
             await complete(app, fans[0][1])  # the pass it triggers lets fan 3 in
             assert (await stream.read()).status.people_ahead == 0
             await stubs.admin.SetAdmission(
@@ -154,6 +154,6 @@ async def test_another_process_learns_every_change_by_notify(
             )
             last = await stream.read()
             assert last.status.state == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
-            assert other.ctx.queue.notifications >= 2
+            assert other.queue.notifications >= 2
     finally:
         await other.stop(grace=0.5)

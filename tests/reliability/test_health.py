@@ -82,5 +82,5 @@ async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
         own_cluster.start()
         await _until(health, READINESS, SERVING)
         assert await _status(health, LIVENESS) == SERVING
-        assert app.ctx.queue.listening  # the notifier reconnected as well
+        assert app.queue.listening  # the notifier reconnected as well
     # A graceful stop turns everything NOT_SERVING first (checked in test_faults).

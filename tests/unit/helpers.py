@@ -46,6 +46,11 @@ def no_context() -> Any:
     return NoDatabase("the service context")
 
 
+def no_booking() -> Any:
+    """For a BookingRuntime: its seat lists and payment module out of bounds."""
+    return NoDatabase("the booking runtime")
+
+
 def state(
     window_limit: int,
     *,

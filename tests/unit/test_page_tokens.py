@@ -39,7 +39,7 @@ from server.validation import (
     parse_request_id,
     parse_uuid,
 )
-from tests.unit.helpers import DatabaseTouched, no_context
+from tests.unit.helpers import DatabaseTouched, no_booking, no_context
 
 BAD_TOKEN = ("page_token", "not a page token this method returned")
 
@@ -229,7 +229,7 @@ async def test_a_seat_cursor_of_this_date_goes_on_to_the_seats(after: int) -> No
     token = encode_page_token({"d": DATE, "after": after})
     request = concert_pb2.ListAvailableSeatsRequest(date_id=DATE, page_token=token)
     with pytest.raises(DatabaseTouched):
-        await list_available_seats(no_context(), request)
+        await list_available_seats(no_context(), no_booking(), request)
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ async def test_a_seat_cursor_of_another_date_or_an_edited_one_is_refused(
     request = concert_pb2.ListAvailableSeatsRequest(
         date_id=DATE, page_token=encode_page_token(position)
     )
-    assert await refusal(list_available_seats(no_context(), request)) == [
+    assert await refusal(list_available_seats(no_context(), no_booking(), request)) == [
         ("page_token", "not a page token of this date")
     ]
 
@@ -259,7 +259,7 @@ async def test_every_bad_field_of_a_seat_list_is_named_in_one_reply() -> None:
     request = concert_pb2.ListAvailableSeatsRequest(
         date_id="nope", page_size=-5, page_token=encode_page_token({"t": T, "id": DATE})
     )
-    assert await refusal(list_available_seats(no_context(), request)) == [
+    assert await refusal(list_available_seats(no_context(), no_booking(), request)) == [
         ("date_id", "must be a UUID"),
         ("page_size", "must not be negative"),
         BAD_TOKEN,
