@@ -11,7 +11,7 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from server.errors import Unauthenticated
+from server.errors import FailedPrecondition, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -28,5 +28,26 @@ def current_fan() -> Fan:
     """The admitted fan of this call; UNAUTHENTICATED if no gate bound one."""
     fan = fan_context.get()
     if fan is None:
-        raise Unauthenticated("TOKEN_INVALID", "this method requires an admitted queue token")
+        raise token_invalid()
     return fan
+
+
+# What a caller is told about its queue token: one reason, one message, written
+# once. The gate (from the signed claims and this process's memory), the
+# presence calls (GetQueueStatus, WatchQueueStatus) and the protected changes
+# (from the stored row, under its lock) all refuse a token with these.
+
+
+def token_invalid() -> Unauthenticated:
+    """Missing, malformed, signed by no known key, unknown, or not the caller's."""
+    return Unauthenticated("TOKEN_INVALID", "a valid queue token is required")
+
+
+def token_expired() -> Unauthenticated:
+    return Unauthenticated(
+        "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
+    )
+
+
+def token_completed() -> FailedPrecondition:
+    return FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")

@@ -16,8 +16,7 @@ from datetime import datetime
 from uuid import UUID
 
 from server.db.unit_of_work import Lock, LockKind, UnitOfWork
-from server.errors import FailedPrecondition, Unauthenticated
-from server.fan import Fan
+from server.fan import Fan, token_completed, token_expired, token_invalid
 from server.queue import store
 
 
@@ -51,13 +50,11 @@ def insist_live(token: store.TokenRow | None, now: datetime, fan: Fan | None = N
     if token is None or (
         fan is not None and (token.user_id, token.queue_number) != (fan.user_id, fan.queue_number)
     ):
-        raise Unauthenticated("TOKEN_INVALID", "no such queue token")
+        raise token_invalid()
     if token.state == "completed":
-        raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+        raise token_completed()
     if not token.is_live(now):
-        raise Unauthenticated(
-            "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
-        )
+        raise token_expired()
 
 
 async def complete_token(unit: UnitOfWork, token_id: UUID, now: datetime) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 
 from server.clock import Clock
 from server.credentials import bearer_credential
-from server.errors import FailedPrecondition, Unauthenticated
-from server.fan import Fan, fan_context
+from server.errors import FailedPrecondition
+from server.fan import Fan, fan_context, token_completed, token_expired, token_invalid
 from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 from server.queue.runtime import QueueRuntime
 from server.queue.tokens import read_queue_token
@@ -57,14 +57,12 @@ def admit(
     """The fan behind an admitted token, or the error the caller must see."""
     claims = read_queue_token(signer, credential)
     if claims is None:
-        raise Unauthenticated("TOKEN_INVALID", "an admitted queue token is required")
+        raise token_invalid()
     now = clock.now()
     if claims.expire_time <= now:
-        raise Unauthenticated(
-            "TOKEN_EXPIRED", "the queue token has expired; refresh it or take a new one"
-        )
+        raise token_expired()
     if not allow_completed and runtime.is_completed(claims.token_id):
-        raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+        raise token_completed()
     state = runtime.state
     if not state.is_admitted(claims.queue_number):
         people_ahead = runtime.people_ahead(claims.queue_number)

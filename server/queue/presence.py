@@ -17,7 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import queue_pb2
 from server.clock import Clock
-from server.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
+from server.errors import ResourceExhausted
+from server.fan import token_completed, token_expired, token_invalid
 from server.queue import store
 from server.queue.admission import AdmissionState
 from server.queue.runtime import QueueRuntime
@@ -63,7 +64,7 @@ class Presented:
 def parse_token(signer: Signer, credential: str | None) -> QueueToken:
     claims = read_queue_token(signer, credential)
     if claims is None:
-        raise Unauthenticated("TOKEN_INVALID", "a valid queue token is required")
+        raise token_invalid()
     return claims
 
 
@@ -194,7 +195,7 @@ class QueuePresence:
                 )
                 expiry = runtime.watched_expiry(row.token_id)
                 if expiry is None or expiry <= self._clock.now():
-                    raise Unauthenticated("TOKEN_EXPIRED", "the queue token has expired")
+                    raise token_expired()
                 if runtime.is_completed(row.token_id):
                     return
                 state = runtime.state
@@ -222,13 +223,11 @@ class QueuePresence:
 
     def _usable(self, row: TokenRow | None, completed_ok: bool) -> TokenRow:
         if row is None:
-            raise Unauthenticated("TOKEN_INVALID", "no such queue token")
+            raise token_invalid()
         if row.state == "completed":
             if completed_ok:
                 return row
-            raise FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+            raise token_completed()
         if not row.is_live(self._clock.now()):
-            raise Unauthenticated(
-                "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
-            )
+            raise token_expired()
         return row

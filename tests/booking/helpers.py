@@ -1,8 +1,9 @@
 """Service-layer helpers: fans, concerts and money set up directly.
 
-The use cases are called with a Fan built here (a user, an empty wallet and a
-live queue token written with SQL), so they are tested without the gRPC layer
-and its gate. The gRPC tests use tests.fans instead.
+The use cases are called with a Fan built here (a user, an empty wallet and an
+admitted live queue token, written through the accounts' and the queue's
+stores), so they are tested without the gRPC layer and its gate. The gRPC
+tests use tests.fans instead.
 """
 
 from __future__ import annotations
@@ -14,39 +15,36 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import AsyncConnection
 
 from concert.v1 import admin_pb2, wallet_pb2
+from server.accounts.store import insert_user_with_wallet
 from server.booking.concerts import create_concert
 from server.context import ServiceContext
+from server.db.unit_of_work import unit_of_work
 from server.fan import Fan
+from server.queue import store as queue_store
 from server.wallet.balance import WalletCaller, charge_wallet
 
 OPERATOR = WalletCaller(user_id=None)
 
 
 async def make_fan(ctx: ServiceContext, balance: int = 0) -> Fan:
+    """A user with a wallet (the accounts' store) and an admitted live queue token
+    (the queue's store: the first token, then presence records its admission)."""
     now = ctx.clock.now()
-    user_id, token_id = uuid.uuid4(), uuid.uuid4()
-    async with ctx.pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES (%s, %s, 'x', %s)",
-            (user_id, f"{user_id.hex}@example.com", now),
+    user_id, ttl = uuid.uuid4(), timedelta(seconds=ctx.settings.token_ttl_seconds)
+    async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        assert await insert_user_with_wallet(
+            unit.conn, user_id, f"{user_id.hex}@example.com", "x", now
         )
-        await conn.execute(
-            "INSERT INTO wallets (user_id, balance, updated_at) VALUES (%s, 0, %s)",
-            (user_id, now),
-        )
-        cursor = await conn.execute(
-            "INSERT INTO queue_tokens (id, user_id, queue_number, state, issued_at, expires_at,"
-            " admitted_at) VALUES (%s, %s, nextval('queue_numbers'), 'live', %s, %s, %s)"
-            " RETURNING queue_number",
-            (token_id, user_id, now, now + timedelta(seconds=ctx.settings.token_ttl_seconds), now),
-        )
-        row = await cursor.fetchone()
-        assert row is not None
+    async with ctx.pool.connection() as conn:
+        token = await queue_store.claim_first_token(conn, uuid.uuid4(), user_id, now, ttl)
+        assert token is not None
+        token = await queue_store.touch_token(conn, token.token_id, now, ttl, admitted=True)
+        assert token is not None and token.admitted_at is not None
     if balance:
         await charge_wallet(
             ctx, OPERATOR, wallet_pb2.ChargeRequest(user_id=str(user_id), amount=balance)
         )
-    return Fan(user_id=user_id, token_id=token_id, queue_number=row[0])
+    return Fan(user_id=user_id, token_id=token.token_id, queue_number=token.queue_number)
 
 
 def concert_request(

@@ -6,7 +6,9 @@ import uuid
 
 from server.accounts.passwords import hash_password_blocking
 from server.accounts.sessions import issue_session
+from server.accounts.store import insert_user_with_wallet
 from server.app import App
+from server.db.unit_of_work import unit_of_work
 
 PASSWORD = "correct horse battery"
 
@@ -14,22 +16,16 @@ PASSWORD = "correct horse battery"
 async def insert_users(app: App, count: int) -> list[tuple[uuid.UUID, str, str]]:
     """count users straight into the database: (id, email, session token).
 
-    Bypasses SignUp to save KDF time; the race under test is IssueToken. All
-    share one (real) password hash, so password sign-in works for them too.
+    Through the accounts' store, not SignUp, to save KDF time (the race under
+    test is IssueToken): all share one (real) password hash, so password
+    sign-in works for them too.
     """
     password_hash = hash_password_blocking(PASSWORD, 10)
     now = app.ctx.clock.now()
     users = [(uuid.uuid4(), f"bulk-{i}-{uuid.uuid4().hex[:8]}@example.com") for i in range(count)]
-    async with app.ctx.pool.connection() as conn, conn.transaction():
-        async with conn.cursor() as cursor:
-            await cursor.executemany(
-                "INSERT INTO users (id, email, password_hash, created_at) VALUES (%s, %s, %s, %s)",
-                [(user_id, email, password_hash, now) for user_id, email in users],
-            )
-            await cursor.executemany(
-                "INSERT INTO wallets (user_id, balance, updated_at) VALUES (%s, 0, %s)",
-                [(user_id, now) for user_id, _ in users],
-            )
+    async with unit_of_work(app.ctx.pool, app.ctx.clock) as unit:
+        for user_id, email in users:
+            assert await insert_user_with_wallet(unit.conn, user_id, email, password_hash, now)
     settings = app.ctx.settings
     return [
         (

@@ -255,6 +255,7 @@ _VETTED_DYNAMIC = {
     # checked where it is written (unit.execute / execute(db, ...) below).
     ("unit_of_work.py", "query"),
     ("unit_of_work.py", "statement.query"),
+    ("unit_of_work.py", "statements[0].query"),
     ("unit_of_work.py", "self._begin_sql()"),  # one of two literals
     ("unit_of_work.py", "script"),
 }
