@@ -23,6 +23,7 @@ from concert.v1 import (
     account_pb2,
     admin_pb2,
     concert_pb2,
+    payment_callback_pb2,
     payment_pb2,
     queue_pb2,
     reservation_pb2,
@@ -36,6 +37,7 @@ from server.api.features import Features
 from server.background import cancel_and_wait
 from server.booking.gateway import WalletGateway
 from server.booking.install import install_booking
+from server.booking.module_auth import ModuleSecrets
 from server.booking.runtime import BookingRuntime
 from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock, SystemClock
@@ -108,6 +110,7 @@ SERVICES = tuple(
         concert_pb2,
         reservation_pb2,
         payment_pb2,
+        payment_callback_pb2,
         wallet_pb2,
         admin_pb2,
     )
@@ -347,6 +350,7 @@ def _build_features(ctx: ServiceContext) -> Features:
         gateway=WalletGateway(ctx.pool, ctx.clock),
         seat_lists=SeatListCache(timedelta(milliseconds=settings.seat_list_max_age_ms)),
         token_completed=queue.completed_here,
+        module_secrets=_module_secrets(settings),
     )
 
     async def close_hasher() -> None:
@@ -354,6 +358,13 @@ def _build_features(ctx: ServiceContext) -> Features:
 
     ctx.on_stop.append(close_hasher)
     return Features(accounts=accounts, queue=queue, booking=booking)
+
+
+def _module_secrets(settings: Settings) -> ModuleSecrets:
+    try:
+        return ModuleSecrets.from_file(settings.payment_module_secrets_file)
+    except ValueError as exc:
+        raise ConfigError(f"CONCERT_PAYMENT_MODULE_SECRETS_FILE: {exc}") from None
 
 
 def _install_idempotency_pruning(ctx: ServiceContext) -> None:

@@ -63,6 +63,9 @@ class Settings:
     idempotency_ttl_hours: int = 24
     # Signing keys from a file (a mounted secret) instead of the database (server/signing.py).
     signing_keys_file: Path | None = None
+    # Payment modules allowed to call PaymentCallbackService, with their shared
+    # secrets: one "<module id> <base64url secret>" per line (a mounted secret).
+    payment_module_secrets_file: Path | None = None
     # Proxies whose x-forwarded-for names the client (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -209,6 +212,7 @@ _SPECS = (
     _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
     _Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
     _Spec("CONCERT_SIGNING_KEYS_FILE", "signing_keys_file", _readable_file),
+    _Spec("CONCERT_PAYMENT_MODULE_SECRETS_FILE", "payment_module_secrets_file", _readable_file),
     _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
     _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
     _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),

@@ -229,8 +229,22 @@ INVARIANTS: tuple[Invariant, ...] = (
             SELECT 'payment ' || p.id,
                    EXISTS (SELECT 1 FROM gateway_charges g WHERE g.key = p.charge_key
                               AND g.state = 'charged' AND g.amount = p.amount)
-              FROM payments p WHERE p.state = 'completed'
+              FROM payments p WHERE p.state = 'completed' AND p.module_id IS NULL
           ) money
+        """,
+    ),
+    Invariant(
+        "module-payment-settled-once",
+        "a module's payment is recorded as a payment or as a refund request, never both",
+        """
+        SELECT count(*), count(*) FILTER (WHERE both_ways), min(what) FILTER (WHERE both_ways)
+          FROM (
+            SELECT p.module_id || '/' || p.module_payment_id AS what,
+                   EXISTS (SELECT 1 FROM module_refund_requests q
+                            WHERE q.module_id = p.module_id
+                              AND q.module_payment_id = p.module_payment_id) AS both_ways
+              FROM payments p WHERE p.module_id IS NOT NULL
+          ) module_payments
         """,
     ),
     Invariant(

@@ -31,6 +31,7 @@ import psycopg
 
 from loadgen import cluster, report
 from loadgen import profile as profiling
+from loadgen.client import run_drive
 from loadgen.prepare import Preparer, measure_hash_seconds
 from loadgen.scenarios import SCENARIOS, Options, Setup, baseline
 from loadgen.targets import evaluate
@@ -280,23 +281,7 @@ async def _drive(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SCRIPTS_DIR), os.environ.get("PYTHONPATH", "")]),
     }
-    # Its own session, like the server's (cluster.server); awaited, not run
-    # blocking, so that a Ctrl-C cancels this wait at once and kills it.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loadgen.drive",
-        str(plan_path),
-        str(result_path),
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        code = await process.wait()
-    except asyncio.CancelledError:
-        process.kill()
-        await process.wait()
-        raise
+    code = await run_drive(plan_path, result_path, env)
     if code != 0:
         raise subprocess.CalledProcessError(code, "loadgen.drive")
     results: list[dict[str, Any]] = json.loads(result_path.read_text())

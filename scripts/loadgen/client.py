@@ -5,8 +5,10 @@ the recorder of every call's outcome."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -80,3 +82,24 @@ class Channels:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))
+
+
+async def run_drive(plan_path: Path, result_path: Path, env: dict[str, str] | None = None) -> int:
+    """`python -m loadgen.drive PLAN RESULT` in a session of its own (its own
+    autogroup, and a Ctrl-C of ours does not reach it by the terminal); awaited,
+    not run blocking, so that a cancel kills it at once. Its exit code."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadgen.drive",
+        str(plan_path),
+        str(result_path),
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        return await process.wait()
+    except asyncio.CancelledError:
+        process.kill()
+        await process.wait()
+        raise

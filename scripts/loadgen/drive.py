@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 from tqdm import tqdm
 
-from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder
+from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder, run_drive
 from loadgen.onsale import run_onsale
 
 
@@ -146,20 +146,7 @@ async def _run_apart(target: str, channel_count: int, phase: dict[str, Any]) -> 
         plan = {"target": target, "channels": channel_count, "stages": [[alone]]}
         plan["niceness"] = int(phase.get("niceness", 0))
         await asyncio.to_thread(plan_path.write_text, json.dumps(plan))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "loadgen.drive",
-            str(plan_path),
-            str(result_path),
-            start_new_session=True,  # an autogroup of its own (see _yield_cpu)
-        )
-        try:
-            code = await process.wait()
-        except asyncio.CancelledError:
-            process.kill()
-            await process.wait()
-            raise
+        code = await run_drive(plan_path, result_path)
         if code != 0:
             raise RuntimeError(f"the load generator of {phase['name']!r} exited with {code}")
         results = json.loads(await asyncio.to_thread(result_path.read_text))

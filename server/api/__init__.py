@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import grpc
 
-from server.api import account, admin, concert, payment, queue, reservation, wallet
+from server.api import (
+    account,
+    admin,
+    concert,
+    payment,
+    payment_callback,
+    queue,
+    reservation,
+    wallet,
+)
 from server.api.features import Features
 from server.context import ServiceContext
 
-_MODULES = (account, queue, concert, reservation, payment, wallet, admin)
+_MODULES = (account, queue, concert, reservation, payment, payment_callback, wallet, admin)
 
 
 def register_all(server: grpc.aio.Server, ctx: ServiceContext, features: Features) -> None:

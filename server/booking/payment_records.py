@@ -47,13 +47,20 @@ def payment_message(row: Any) -> payment_pb2.Payment:
         amount=row[3],
         state=_STATES[row[4]],
         create_time=timestamp(row[5]),
+        payment_module=row[6],
+        module_payment_id=row[7],
     )
 
 
-PAYMENT_COLUMNS = "id, reservation_id, user_id, amount, state, created_at"
+# The built-in payment module's name: the fan's wallet (PaymentService.Pay).
+WALLET_MODULE = "wallet"
+PAYMENT_COLUMNS = (
+    "id, reservation_id, user_id, amount, state, created_at,"
+    f" coalesce(module_id, '{WALLET_MODULE}'), coalesce(module_payment_id, '')"
+)
 
 
-def count_sale(payment_id: uuid.UUID, token_id: uuid.UUID, now: datetime) -> Statement:
+def count_sale(payment_id: uuid.UUID, token_id: uuid.UUID | None, now: datetime) -> Statement:
     """A payment's share of the rows every payment shares, as one statement.
 
     concert_dates.sold_seat_count (one row per date) and the queue's
@@ -63,7 +70,9 @@ def count_sale(payment_id: uuid.UUID, token_id: uuid.UUID, now: datetime) -> Sta
     again), moves the two counters and sends the queue's NOTIFY at once, and a
     use case sends it last, in the message that carries the COMMIT
     (UnitOfWork.send(..., commit=True)): the locks are never held across a
-    round trip (docs/load-test-report.md, Round 3). It counts nothing unless
+    round trip (docs/load-test-report.md, Round 3). token_id None: the payer
+    holds no live token (a module's callback after it lapsed); none is ended.
+    It counts nothing unless
     the payment row was written earlier in the transaction, so it may be sent
     in the same message as the sale it counts.
     """
@@ -71,7 +80,7 @@ def count_sale(payment_id: uuid.UUID, token_id: uuid.UUID, now: datetime) -> Sta
         _COUNT_SALE,
         {"payment": payment_id, "token": token_id, "now": now},
         (
-            Lock.of(LockKind.QUEUE_TOKEN, token_id),
+            *([Lock.of(LockKind.QUEUE_TOKEN, token_id)] if token_id is not None else []),
             Lock.of(LockKind.CONCERT_DATE),
             Lock.of(LockKind.QUEUE_STATE),
         ),

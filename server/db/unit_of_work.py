@@ -179,6 +179,8 @@ class RequestRecord(Generic[ResponseT]):
     request_id: uuid.UUID | None
     request: Message
     response_type: type[ResponseT]
+    # The request's field the id came from, named when it is reused.
+    id_field: str = "request_id"
 
     def fingerprint(self) -> bytes:
         return fingerprint(self.request)
@@ -215,7 +217,7 @@ async def stored_answer(
         return None
     if bytes(row[0]) != record.fingerprint():
         raise InvalidArgument(
-            [FieldViolation("request_id", "already used for a different request")],
+            [FieldViolation(record.id_field, "already used for a different request")],
             reason="REQUEST_ID_REUSED",
         )
     return record.response_type.FromString(bytes(row[1]))

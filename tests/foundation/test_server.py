@@ -23,6 +23,7 @@ CONCERT_SERVICES = {
     "concert.v1.ConcertService",
     "concert.v1.ReservationService",
     "concert.v1.PaymentService",
+    "concert.v1.PaymentCallbackService",
     "concert.v1.WalletService",
     "concert.v1.AdminService",
 }

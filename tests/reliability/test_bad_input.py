@@ -36,6 +36,7 @@ from concert.v1 import (
     account_pb2,
     admin_pb2,
     concert_pb2,
+    payment_callback_pb2,
     payment_pb2,
     queue_pb2,
     reservation_pb2,
@@ -46,6 +47,7 @@ from server.app import MAX_RECEIVE_BYTES, SERVICES, App
 from server.queue.tokens import QueueToken, sign_queue_token
 from server.validation import encode_page_token
 from tests.fans import AdmittedFan, admitted_fan
+from tests.payment_modules import module_metadata
 from tests.reliability.helpers import assert_invariants, booked_world
 from tests.support import ADMIN, Stubs, bearer, error_details
 
@@ -53,6 +55,9 @@ from tests.support import ADMIN, Stubs, bearer, error_details
 # every run (derandomize) so CI never flakes. For a longer, random hunt:
 # CONCERT_FUZZ_EXAMPLES=2000 CONCERT_FUZZ_RANDOM=1 scripts/test tests/reliability -k arbitrary
 EXAMPLES_PER_METHOD = int(os.environ.get("CONCERT_FUZZ_EXAMPLES", "40"))
+# The right credential of a payment module's callback: a signature over the
+# request itself, so it is made per request (module_metadata).
+SIGN_AS_MODULE = (("x-payment-module", "(signed per request)"),)
 DERANDOMIZE = not os.environ.get("CONCERT_FUZZ_RANDOM")
 
 METHODS: list[MethodDescriptor] = [method for service in SERVICES for method in service.methods]
@@ -166,6 +171,8 @@ class Hostile:
             return ADMIN
         if service == "WalletService":
             return self.fan.session_metadata
+        if service == "PaymentCallbackService":
+            return SIGN_AS_MODULE  # signed per request, as a module signs its callbacks
         return self.fan.metadata
 
 
@@ -300,6 +307,9 @@ async def test_arbitrary_requests_get_precise_errors_and_keep_the_invariants(
     )
     @given(request=requests, metadata=st.one_of(right, right, st.sampled_from(hostile.credentials)))
     def property_holds(request: Message, metadata: Any) -> None:
+        if metadata is SIGN_AS_MODULE:
+            assert isinstance(request, payment_callback_pb2.ConfirmModulePaymentRequest)
+            metadata = module_metadata(app.ctx.clock.now(), request)
         error = asyncio.run_coroutine_threadsafe(
             send(channel, method, request, metadata), loop
         ).result(timeout=60)
@@ -363,6 +373,10 @@ EVERY_FIELD_WRONG: dict[str, tuple[Message, set[str]]] = {
         {"title", "venue", "dates", "request_id"},
     ),
     "SetAdmission": (admin_pb2.SetAdmissionRequest(capacity=-1), {"capacity"}),
+    "ConfirmModulePayment": (
+        payment_callback_pb2.ConfirmModulePaymentRequest(reservation_id="x", amount=-1),
+        {"module_payment_id", "reservation_id", "amount", "session_token"},
+    ),
 }
 
 
@@ -386,6 +400,9 @@ async def test_every_bad_field_is_named_in_one_reply(
             "AccountService": None,
             "QueueService": None,
         }.get(service, fan.metadata)
+        if service == "PaymentCallbackService":
+            assert isinstance(request, payment_callback_pb2.ConfirmModulePaymentRequest)
+            metadata = module_metadata(app.ctx.clock.now(), request)
         error = await send(channel, method, request, metadata)
         assert error is not None, method.name
         details = error_details(error)
@@ -409,7 +426,7 @@ async def test_a_request_over_the_size_cap_is_resource_exhausted(stubs: Stubs) -
 def test_descriptor_pool_covers_every_service() -> None:
     # Guard: a new service added to the protos must be fuzzed too.
     names = {m.containing_service.name for m in METHODS}
-    assert len(names) == 7, names
+    assert len(names) == 8, names
 
 
 async def test_nul_characters_and_impossible_timestamps_are_named_not_internal(

@@ -61,6 +61,20 @@ async def _payment_vanishes(app: App, stubs: Stubs, world: World) -> None:
     await _sql(app, "DELETE FROM payments WHERE id = %s", world.payment_id)
 
 
+async def _module_payment_also_refunded(app: App, stubs: Stubs, world: World) -> None:
+    """The payment, as if a module had reported it, also kept as a refund request."""
+    await _sql(
+        app,
+        "UPDATE payments SET module_id = 'sandbox', module_payment_id = 'm-1' WHERE id = %s",
+        world.payment_id,
+    )
+    await _sql(
+        app,
+        "INSERT INTO module_refund_requests (module_id, module_payment_id, amount, reason,"
+        " created_at) VALUES ('sandbox', 'm-1', 1, 'AMOUNT_MISMATCH', now())",
+    )
+
+
 async def _balance_moves_without_ledger(app: App, stubs: Stubs, world: World) -> None:
     await _sql(
         app, "UPDATE wallets SET balance = balance + 1 WHERE user_id = %s", world.fan.user_id
@@ -142,6 +156,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "wallet-matches-ledger": _balance_moves_without_ledger,
     "money-conserved": _refund_from_nowhere,
     "charge-accounted": _charge_without_a_seat,
+    "module-payment-settled-once": _module_payment_also_refunded,
     "token-counted-once": _token_counted_twice,
     "queue-lapses-counted": _lapse_not_counted,
     "queue-bounded": _window_reaches_too_far,

@@ -19,20 +19,24 @@ PAYMENT_STATE_COMPLETED: PaymentState
 PAYMENT_STATE_REFUNDED: PaymentState
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "reservation_id", "user_id", "amount", "state", "create_time")
+    __slots__ = ("payment_id", "reservation_id", "user_id", "amount", "state", "create_time", "payment_module", "module_payment_id")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_MODULE_FIELD_NUMBER: _ClassVar[int]
+    MODULE_PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     reservation_id: str
     user_id: str
     amount: int
     state: PaymentState
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount: _Optional[int] = ..., state: _Optional[_Union[PaymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    payment_module: str
+    module_payment_id: str
+    def __init__(self, payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount: _Optional[int] = ..., state: _Optional[_Union[PaymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_module: _Optional[str] = ..., module_payment_id: _Optional[str] = ...) -> None: ...
 
 class PayRequest(_message.Message):
     __slots__ = ("reservation_id", "request_id")
