@@ -117,7 +117,6 @@ class HashingLane:
         niceness: int = 0,
         yields_to: HashingLane | None = None,
     ) -> None:
-        self.threads = threads
         self.places = places  # running plus waiting
         self.in_flight = 0
         self._hashing = 0

@@ -20,10 +20,12 @@ from server.booking.runtime import BookingRuntime
 from server.clock import Clock
 from server.context import ServiceContext
 from server.db.unit_of_work import (
+    UNANSWERED_GUARD,
     Lock,
     LockKind,
     RequestRecord,
     Statement,
+    UnitOfWork,
     unit_of_work,
     unit_on,
 )
@@ -113,8 +115,7 @@ async def hold_seat(
         "date": date_id,
         "seat": request.seat_number,
         "max_holds": settings.max_holds_per_user,
-        "scope": record.scope,
-        "request_id": request_id,
+        **UnitOfWork.unanswered_params(record),
     }
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
         key = unit.record_statement(record)
@@ -186,8 +187,7 @@ _HOLD = f"""
            AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
            AND held.n < %(max_holds)s
            AND {LIVE_TOKEN_GUARD}
-           AND NOT EXISTS (SELECT FROM idempotency_keys WHERE scope = %(scope)s
-                            AND request_id = %(request_id)s AND response IS NOT NULL)
+           AND {UNANSWERED_GUARD}
         RETURNING s.price, d.concert_id
     ), inserted AS (
         INSERT INTO reservations (id, user_id, concert_id, date_id, seat_number, price,

@@ -43,7 +43,14 @@ from server.booking.payment_records import (
 )
 from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
-from server.db.unit_of_work import Lock, LockKind, Statement, unit_of_work
+from server.db.unit_of_work import (
+    UNANSWERED_GUARD,
+    Lock,
+    LockKind,
+    Statement,
+    UnitOfWork,
+    unit_of_work,
+)
 from server.errors import FailedPrecondition
 from server.fan import Fan
 from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
@@ -86,8 +93,7 @@ _SELL_AND_DEBIT = f"""
            AND s.reservation_id = r.id AND NOT s.sold AND s.held_until > %(now)s
            AND {LIVE_TOKEN_GUARD}
            AND EXISTS (SELECT FROM wallets w WHERE w.user_id = %(user)s AND w.balance >= r.price)
-           AND NOT EXISTS (SELECT FROM idempotency_keys WHERE scope = %(scope)s
-                            AND request_id = %(request_id)s AND response IS NOT NULL)
+           AND {UNANSWERED_GUARD}
         RETURNING r.price
     ), {ledger.move_and_record("-(SELECT price FROM seat)", "EXISTS (SELECT FROM seat)")},
     charge AS (
@@ -135,9 +141,8 @@ async def pay_from_wallet(
     params = {
         **ledger.entry_params(fan.user_id, None, ledger.EntryKind.PAYMENT, uuid.uuid4(), now),
         **live_token_params(fan, now),
+        **UnitOfWork.unanswered_params(record),
         "reservation": reservation_id,
-        "request_id": request_id,
-        "scope": record.scope,
         "payment": payment_id,
     }
     count = count_sale(payment_id, fan.token_id, now)

@@ -29,8 +29,8 @@ Three policies live here, so that a reader sees them whole:
   would undo the slow password hash).
 - **The last statement carries the COMMIT.** Rows every call of a use case
   writes (a date's sold counter, the queue's completed_count) serialise those
-  calls for as long as their row locks are held. `commit_with` (or `send(...,
-  commit=True)`) sends the last statement and COMMIT in one round trip
+  calls for as long as their row locks are held. `send(..., commit=True)`
+  sends the last statement and COMMIT in one round trip
   (psycopg's pipeline mode), so those locks are released as soon as the WAL is
   flushed, never held across one more round trip for this
   process's busy event loop to send a COMMIT (docs/load-test-report.md,
@@ -47,7 +47,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
@@ -104,14 +104,16 @@ class LockKind(IntEnum):
     SECRETS = 120
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Lock:
     """One lock: a kind, the key of the thing locked (a row id, a user id; empty for
-    "the rows this statement matches"), and whether taking it may wait."""
+    "the rows this statement matches"), and whether taking it may wait.
+
+    Locks compare, hash and sort by (kind, key): the order to take them in."""
 
     kind: LockKind
     key: str = ""
-    waits: bool = True
+    waits: bool = field(default=True, compare=False)
 
     @staticmethod
     def of(kind: LockKind, key: object = "", *, waits: bool = True) -> Lock:
@@ -154,11 +156,8 @@ class LockOrder:
         """The declared locks that wait, in the order to take them (kind, then key);
         LockOrderError if one comes before a lock this transaction already holds.
         Taking again a lock already held is always allowed."""
-        held = {(lock.kind, lock.key) for lock in self.taken}
-        wanted = sorted(
-            (lock for lock in set(locks) if lock.waits and (lock.kind, lock.key) not in held),
-            key=lambda lock: (lock.kind, lock.key),
-        )
+        held = set(self.taken)
+        wanted = sorted(lock for lock in set(locks) if lock.waits and lock not in held)
         for lock in wanted:
             for earlier in self.taken:
                 if lock.comes_before(earlier):
@@ -221,6 +220,16 @@ async def stored_answer(
             reason="REQUEST_ID_REUSED",
         )
     return record.response_type.FromString(bytes(row[1]))
+
+
+# For a write sent in the same batch as record_statement's INSERT, before
+# Python knows whether the request already ran: true unless its key row holds
+# an answer (committed by the first call, which this INSERT waited for). With
+# no request id, always true. Parameters: UnitOfWork.unanswered_params.
+UNANSWERED_GUARD = (
+    "NOT EXISTS (SELECT FROM idempotency_keys WHERE scope = %(scope)s"
+    " AND request_id = %(request_id)s AND response IS NOT NULL)"
+)
 
 
 @dataclass(frozen=True)
@@ -312,15 +321,9 @@ class UnitOfWork:
         await self.send(
             *(
                 Statement("SELECT pg_advisory_xact_lock(%s, %s)", lock.advisory_key(), (lock,))
-                for lock in sorted(set(locks), key=lambda lock: (lock.kind, lock.key))
+                for lock in sorted(set(locks))
             )
         )
-
-    async def commit_with(
-        self, query: str, params: Mapping[str, Any], *, locks: Iterable[Lock] = ()
-    ) -> None:
-        """The transaction's last statement and its COMMIT, in one round trip."""
-        await self.send(Statement(query, params, tuple(locks)), commit=True)
 
     async def replay(self, record: RequestRecord[ResponseT]) -> ResponseT | None:
         """None when this request runs now (its key is inserted: the first lock of the
@@ -344,6 +347,11 @@ class UnitOfWork:
             (record.scope, record.request_id, record.fingerprint(), self.clock.now()),
             (Lock.of(LockKind.REQUEST_ID, f"{record.scope}/{record.request_id}"),),
         )
+
+    @staticmethod
+    def unanswered_params(record: RequestRecord[Any]) -> dict[str, object]:
+        """The parameters of UNANSWERED_GUARD for this record."""
+        return {"scope": record.scope, "request_id": record.request_id}
 
     async def replayed(
         self, record: RequestRecord[ResponseT], inserted: list[Any]

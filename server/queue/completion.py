@@ -6,7 +6,7 @@ when it records the payment, in the same transaction: the token row lock
 serialises concurrent payments of one token, and the conditional update means
 a token is counted in completed_count once, whether a payment or the expiry
 job ends it first. Payments count it with their date's sold counter in one
-statement (server/booking/payment_records.count_sales); complete_token is the
+statement (server/booking/payment_records.count_sale); complete_token is the
 same completion on its own.
 """
 

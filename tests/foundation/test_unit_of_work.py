@@ -16,6 +16,7 @@ from server.db.unit_of_work import (
     LockKind,
     LockOrderError,
     RequestRecord,
+    Statement,
     unit_of_work,
 )
 
@@ -68,10 +69,13 @@ async def test_the_last_statement_carries_the_commit_and_ends_the_unit(app: App)
     pool, clock = app.ctx.pool, app.ctx.clock
     scope = f"test:{uuid.uuid4()}"
     async with unit_of_work(pool, clock) as unit:
-        await unit.commit_with(
-            "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
-            " VALUES (%(scope)s, %(id)s, '\\x00', now())",
-            {"scope": scope, "id": uuid.uuid4()},
+        await unit.send(
+            Statement(
+                "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
+                " VALUES (%(scope)s, %(id)s, '\\x00', now())",
+                {"scope": scope, "id": uuid.uuid4()},
+            ),
+            commit=True,
         )
         assert unit.conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
         with pytest.raises(RuntimeError, match="has committed"):

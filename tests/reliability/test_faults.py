@@ -171,7 +171,7 @@ async def test_a_pay_abandoned_at_its_last_statement_rolls_everything_back(
     database_url: str, settings: Settings, give_up: str
 ) -> None:
     """Pay waits on the counters every payment shares, whose statement carries
-    the COMMIT (UnitOfWork.commit_with); the client gives up: no money moves."""
+    the COMMIT (UnitOfWork.send(..., commit=True)); the client gives up: no money moves."""
     async with _patient_server(database_url, settings) as (app, stubs):
         date_id, fan = await _concert_and_fan(app, stubs)
         await stubs.wallet.Charge(
