@@ -9,7 +9,7 @@ from grpc.aio import ServicerContext
 
 from concert.v1 import payment_pb2, payment_pb2_grpc
 from server.api.features import Features
-from server.booking import payments
+from server.booking import payment_views, payments
 from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.fan import current_fan
@@ -28,7 +28,12 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def GetPayment(
         self, request: payment_pb2.GetPaymentRequest, context: ServicerContext
     ) -> payment_pb2.GetPaymentResponse:
-        return await payments.get_payment(self._ctx, current_fan(), request)
+        return await payment_views.get_payment(self._ctx, current_fan(), request)
+
+    async def GetModulePayment(
+        self, request: payment_pb2.GetModulePaymentRequest, context: ServicerContext
+    ) -> payment_pb2.GetModulePaymentResponse:
+        return await payment_views.get_module_payment(self._ctx, current_fan(), request)
 
 
 def register(server: object, ctx: ServiceContext, features: Features) -> None:

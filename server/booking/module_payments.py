@@ -80,8 +80,9 @@ _SELL = f"""
 """
 _REFUND_REQUEST = (
     "INSERT INTO module_refund_requests"
-    " (module_id, module_payment_id, reservation_id, amount, reason, created_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " (module_id, module_payment_id, reservation_id, amount, reason, created_at, user_id,"
+    "  payment_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -155,7 +156,7 @@ async def confirm_module_payment(
             if not sold:  # the hold ran out and another fan took the seat meanwhile
                 refusal = "RESERVATION_NOT_HELD"
         if refusal is not None:
-            return await _ask_for_refund(unit, record, module_id, reservation_id, refusal)
+            return await _ask_for_refund(unit, record, module_id, reservation_id, user_id, refusal)
         response = payment_callback_pb2.ConfirmModulePaymentResponse(
             outcome=PAID, payment=payment_message(sold[0])
         )
@@ -196,9 +197,11 @@ async def _ask_for_refund(
     record: RequestRecord[payment_callback_pb2.ConfirmModulePaymentResponse],
     module_id: str,
     reservation_id: uuid.UUID,
+    user_id: uuid.UUID,
     reason: str,
 ) -> payment_callback_pb2.ConfirmModulePaymentResponse:
-    """Record the refund request with the answer, so a retry gets the same one."""
+    """Record the refund request with the answer, so a retry gets the same one;
+    the fan who paid reads it as a refunded payment (payment_views)."""
     request = record.request
     assert isinstance(request, payment_callback_pb2.ConfirmModulePaymentRequest)
     assert unit.clock is not None
@@ -217,6 +220,8 @@ async def _ask_for_refund(
                 request.amount,
                 reason,
                 unit.clock.now(),
+                user_id,
+                uuid.uuid4(),
             ),
         ),
         remember,

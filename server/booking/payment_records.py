@@ -40,15 +40,18 @@ def reservation_not_held(why: str) -> FailedPrecondition:
 
 
 def payment_message(row: Any) -> payment_pb2.Payment:
+    """A Payment from PAYMENT_COLUMNS, or REFUSED_MODULE_PAYMENT_COLUMNS (whose
+    ninth column is the refund reason)."""
     return payment_pb2.Payment(
         payment_id=str(row[0]),
-        reservation_id=str(row[1]),
+        reservation_id=str(row[1]) if row[1] is not None else "",
         user_id=str(row[2]),
         amount=row[3],
         state=_STATES[row[4]],
         create_time=timestamp(row[5]),
         payment_module=row[6],
         module_payment_id=row[7],
+        refund_reason=row[8] if len(row) > 8 else "",
     )
 
 
@@ -57,6 +60,14 @@ WALLET_MODULE = "wallet"
 PAYMENT_COLUMNS = (
     "id, reservation_id, user_id, amount, state, created_at,"
     f" coalesce(module_id, '{WALLET_MODULE}'), coalesce(module_payment_id, '')"
+)
+
+
+# A module payment the server refused, read as a refunded Payment
+# (payment_message): the refund request's row, with its reason ninth.
+REFUSED_MODULE_PAYMENT_COLUMNS = (
+    "payment_id, reservation_id, user_id, amount, 'refunded', created_at,"
+    " module_id, module_payment_id, reason"
 )
 
 

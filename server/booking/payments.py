@@ -50,7 +50,6 @@ from server.db.unit_of_work import Lock, LockKind, UnitOfWork, stored_answer, un
 from server.errors import (
     Aborted,
     FailedPrecondition,
-    NotFound,
     Unavailable,
     Violations,
 )
@@ -404,20 +403,3 @@ async def _reconcile_charging(
         except NotConfirmable:
             pass
     return await settle_by_refund(ctx, booking, attempt)
-
-
-async def get_payment(
-    ctx: ServiceContext, fan: Fan, request: payment_pb2.GetPaymentRequest
-) -> payment_pb2.GetPaymentResponse:
-    violations = Violations()
-    payment_id = parse_uuid(violations, "payment_id", request.payment_id)
-    violations.raise_if_any()
-    async with ctx.pool.connection() as conn:
-        cursor = await conn.execute(
-            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = %s AND user_id = %s",
-            (payment_id, fan.user_id),
-        )
-        row = await cursor.fetchone()
-    if row is None:
-        raise NotFound("PAYMENT_NOT_FOUND", "no such payment")
-    return payment_pb2.GetPaymentResponse(payment=payment_message(row))

@@ -29,7 +29,7 @@ GATED_SERVICES = frozenset(
 )
 
 # Methods a used-up (completed) token may still call: reading one's own
-# reservation and payment, and retrying a Pay, whose use case replays the first
+# reservation and payments, and retrying a Pay, whose use case replays the first
 # answer for its request_id (AIP-155) and refuses anything new with
 # TOKEN_COMPLETED itself. Without this, a fan whose Pay reply was lost could
 # never learn the result with the token that paid.
@@ -37,6 +37,7 @@ AFTER_COMPLETION_METHODS = frozenset(
     {
         "/concert.v1.PaymentService/Pay",
         "/concert.v1.PaymentService/GetPayment",
+        "/concert.v1.PaymentService/GetModulePayment",
         "/concert.v1.ReservationService/GetReservation",
     }
 )

@@ -63,6 +63,16 @@ async def held_seat(app: App, stubs: Stubs, seats: int = 2) -> tuple[AdmittedFan
     return fan, held.reservation.reservation_id
 
 
+async def held_seat_for(app: App, stubs: Stubs, fan: AdmittedFan) -> tuple[AdmittedFan, str]:
+    """A seat of a new concert held by an admitted fan."""
+    concert = await make_concert(app.ctx, seats=1, price=PRICE)
+    held = await stubs.reservation.ReserveSeat(
+        reservation_pb2.ReserveSeatRequest(date_id=concert.dates[0].date_id, seat_number=1),
+        metadata=bearer(fan.token),
+    )
+    return fan, held.reservation.reservation_id
+
+
 def callback(
     fan: AdmittedFan, reservation_id: str, *, amount: int = PRICE, module_payment_id: str = ""
 ) -> payment_callback_pb2.ConfirmModulePaymentRequest:
@@ -161,6 +171,73 @@ async def test_a_wrong_amount_a_lapsed_hold_or_another_fans_reservation_asks_for
         "sold": 0,
         "sold_count": 0,
     }
+    await assert_invariants(app)
+
+
+async def test_the_fan_learns_from_the_server_what_became_of_a_module_payment(
+    app: App,
+    stubs: Stubs,
+    callbacks: payment_callback_pb2_grpc.PaymentCallbackServiceStub,
+) -> None:
+    fan, reservation_id = await held_seat(app, stubs)
+    other = await admitted_fan(stubs)
+
+    async def report(request: payment_callback_pb2.ConfirmModulePaymentRequest) -> None:
+        await callbacks.ConfirmModulePayment(request, metadata=signed(app, request))
+
+    async def seen_by(
+        who: AdmittedFan, module_payment_id: str, module: str = MODULE
+    ) -> payment_pb2.Payment:
+        reply = await stubs.payment.GetModulePayment(
+            payment_pb2.GetModulePaymentRequest(
+                payment_module=module, module_payment_id=module_payment_id
+            ),
+            metadata=bearer(who.token),
+        )
+        return reply.payment
+
+    # Refused (the hold lapsed): a refunded payment, with why, for the payer only.
+    app.ctx.clock.advance(app.ctx.settings.hold_ttl_seconds + 1)  # type: ignore[attr-defined]
+    late = callback(fan, reservation_id)
+    await report(late)
+    refunded = await seen_by(fan, late.module_payment_id)
+    assert (refunded.state, refunded.refund_reason, refunded.amount) == (
+        payment_pb2.PAYMENT_STATE_REFUNDED,
+        "RESERVATION_NOT_HELD",
+        PRICE,
+    )
+    assert (refunded.payment_module, refunded.module_payment_id, refunded.reservation_id) == (
+        MODULE,
+        late.module_payment_id,
+        reservation_id,
+    )
+    assert refunded.user_id == fan.user_id and refunded.payment_id
+    by_id = await stubs.payment.GetPayment(
+        payment_pb2.GetPaymentRequest(payment_id=refunded.payment_id), metadata=bearer(fan.token)
+    )
+    assert by_id.payment == refunded
+    for who, module_payment_id, module in (
+        (other, late.module_payment_id, MODULE),  # another fan's
+        (fan, "never-reported", MODULE),  # not reported (yet)
+        (fan, late.module_payment_id, "another-module"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await seen_by(who, module_payment_id, module)
+        details = error_details(err.value)
+        assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_NOT_FOUND")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await seen_by(fan, "", "x" * 129)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(err.value).bad_fields == {"payment_module", "module_payment_id"}
+
+    # Kept: the recorded payment, readable after the sale used the token up.
+    _, second_reservation = await held_seat_for(app, stubs, other)
+    kept = callback(other, second_reservation)
+    answer = await callbacks.ConfirmModulePayment(kept, metadata=signed(app, kept))
+    assert answer.outcome == PAID
+    assert await seen_by(other, kept.module_payment_id) == answer.payment
+    assert answer.payment.state == payment_pb2.PAYMENT_STATE_COMPLETED
+    assert answer.payment.refund_reason == ""
     await assert_invariants(app)
 
 

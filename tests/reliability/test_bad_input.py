@@ -363,6 +363,10 @@ EVERY_FIELD_WRONG: dict[str, tuple[Message, set[str]]] = {
         {"reservation_id", "request_id"},
     ),
     "GetPayment": (payment_pb2.GetPaymentRequest(payment_id="x"), {"payment_id"}),
+    "GetModulePayment": (
+        payment_pb2.GetModulePaymentRequest(payment_module="", module_payment_id="m" * 129),
+        {"payment_module", "module_payment_id"},
+    ),
     "Charge": (
         wallet_pb2.ChargeRequest(user_id="x", amount=-1, request_id="x"),
         {"user_id", "amount", "request_id"},

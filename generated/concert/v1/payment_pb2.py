@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63oncert/v1/payment.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.concert.v1.PaymentState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_module\x18\x07 \x01(\t\x12\x19\n\x11module_payment_id\x18\x08 \x01(\t\"8\n\nPayRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"3\n\x0bPayResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.concert.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.concert.v1.Payment*f\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATE_COMPLETED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x02\x32\x95\x01\n\x0ePaymentService\x12\x36\n\x03Pay\x12\x16.concert.v1.PayRequest\x1a\x17.concert.v1.PayResponse\x12K\n\nGetPayment\x12\x1d.concert.v1.GetPaymentRequest\x1a\x1e.concert.v1.GetPaymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63oncert/v1/payment.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.concert.v1.PaymentState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_module\x18\x07 \x01(\t\x12\x19\n\x11module_payment_id\x18\x08 \x01(\t\x12\x15\n\rrefund_reason\x18\t \x01(\t\"8\n\nPayRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"3\n\x0bPayResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.concert.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.concert.v1.Payment\"L\n\x17GetModulePaymentRequest\x12\x16\n\x0epayment_module\x18\x01 \x01(\t\x12\x19\n\x11module_payment_id\x18\x02 \x01(\t\"@\n\x18GetModulePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.concert.v1.Payment*f\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATE_COMPLETED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x02\x32\xf4\x01\n\x0ePaymentService\x12\x36\n\x03Pay\x12\x16.concert.v1.PayRequest\x1a\x17.concert.v1.PayResponse\x12K\n\nGetPayment\x12\x1d.concert.v1.GetPaymentRequest\x1a\x1e.concert.v1.GetPaymentResponse\x12]\n\x10GetModulePayment\x12#.concert.v1.GetModulePaymentRequest\x1a$.concert.v1.GetModulePaymentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concert.v1.payment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATE']._serialized_start=515
-  _globals['_PAYMENTSTATE']._serialized_end=617
+  _globals['_PAYMENTSTATE']._serialized_start=682
+  _globals['_PAYMENTSTATE']._serialized_end=784
   _globals['_PAYMENT']._serialized_start=74
-  _globals['_PAYMENT']._serialized_end=301
-  _globals['_PAYREQUEST']._serialized_start=303
-  _globals['_PAYREQUEST']._serialized_end=359
-  _globals['_PAYRESPONSE']._serialized_start=361
-  _globals['_PAYRESPONSE']._serialized_end=412
-  _globals['_GETPAYMENTREQUEST']._serialized_start=414
-  _globals['_GETPAYMENTREQUEST']._serialized_end=453
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=455
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=513
-  _globals['_PAYMENTSERVICE']._serialized_start=620
-  _globals['_PAYMENTSERVICE']._serialized_end=769
+  _globals['_PAYMENT']._serialized_end=324
+  _globals['_PAYREQUEST']._serialized_start=326
+  _globals['_PAYREQUEST']._serialized_end=382
+  _globals['_PAYRESPONSE']._serialized_start=384
+  _globals['_PAYRESPONSE']._serialized_end=435
+  _globals['_GETPAYMENTREQUEST']._serialized_start=437
+  _globals['_GETPAYMENTREQUEST']._serialized_end=476
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=478
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=536
+  _globals['_GETMODULEPAYMENTREQUEST']._serialized_start=538
+  _globals['_GETMODULEPAYMENTREQUEST']._serialized_end=614
+  _globals['_GETMODULEPAYMENTRESPONSE']._serialized_start=616
+  _globals['_GETMODULEPAYMENTRESPONSE']._serialized_end=680
+  _globals['_PAYMENTSERVICE']._serialized_start=787
+  _globals['_PAYMENTSERVICE']._serialized_end=1031
 # @@protoc_insertion_point(module_scope)

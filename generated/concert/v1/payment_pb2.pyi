@@ -19,7 +19,7 @@ PAYMENT_STATE_COMPLETED: PaymentState
 PAYMENT_STATE_REFUNDED: PaymentState
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "reservation_id", "user_id", "amount", "state", "create_time", "payment_module", "module_payment_id")
+    __slots__ = ("payment_id", "reservation_id", "user_id", "amount", "state", "create_time", "payment_module", "module_payment_id", "refund_reason")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class Payment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_MODULE_FIELD_NUMBER: _ClassVar[int]
     MODULE_PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REASON_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     reservation_id: str
     user_id: str
@@ -36,7 +37,8 @@ class Payment(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     payment_module: str
     module_payment_id: str
-    def __init__(self, payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount: _Optional[int] = ..., state: _Optional[_Union[PaymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_module: _Optional[str] = ..., module_payment_id: _Optional[str] = ...) -> None: ...
+    refund_reason: str
+    def __init__(self, payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount: _Optional[int] = ..., state: _Optional[_Union[PaymentState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_module: _Optional[str] = ..., module_payment_id: _Optional[str] = ..., refund_reason: _Optional[str] = ...) -> None: ...
 
 class PayRequest(_message.Message):
     __slots__ = ("reservation_id", "request_id")
@@ -59,6 +61,20 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
 
 class GetPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class GetModulePaymentRequest(_message.Message):
+    __slots__ = ("payment_module", "module_payment_id")
+    PAYMENT_MODULE_FIELD_NUMBER: _ClassVar[int]
+    MODULE_PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_module: str
+    module_payment_id: str
+    def __init__(self, payment_module: _Optional[str] = ..., module_payment_id: _Optional[str] = ...) -> None: ...
+
+class GetModulePaymentResponse(_message.Message):
     __slots__ = ("payment",)
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     payment: Payment

@@ -53,6 +53,11 @@ class PaymentServiceStub:
                 request_serializer=concert_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=concert_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.GetModulePayment = channel.unary_unary(
+                '/concert.v1.PaymentService/GetModulePayment',
+                request_serializer=concert_dot_v1_dot_payment__pb2.GetModulePaymentRequest.SerializeToString,
+                response_deserializer=concert_dot_v1_dot_payment__pb2.GetModulePaymentResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -102,6 +107,24 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModulePayment(self, request, context):
+        """GetModulePayment shows what the server did with a payment the caller made
+        at a payment module (PaymentCallbackService): the recorded payment
+        (COMPLETED), or, when the server refused it (the hold had lapsed, the
+        amount was wrong, the seat was already paid), a REFUNDED payment with
+        refund_reason: the module was told to give the money back. A refunded one
+        can be read again with GetPayment and its payment_id.
+
+        Errors:
+        - INVALID_ARGUMENT: payment_module or module_payment_id empty or too long.
+        - NOT_FOUND (reason PAYMENT_NOT_FOUND): the module has not reported that
+        payment (yet: it retries until the server answers), or it was another
+        fan's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +137,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=concert_dot_v1_dot_payment__pb2.GetPaymentRequest.FromString,
                     response_serializer=concert_dot_v1_dot_payment__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'GetModulePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModulePayment,
+                    request_deserializer=concert_dot_v1_dot_payment__pb2.GetModulePaymentRequest.FromString,
+                    response_serializer=concert_dot_v1_dot_payment__pb2.GetModulePaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +207,33 @@ class PaymentService:
             '/concert.v1.PaymentService/GetPayment',
             concert_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
             concert_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModulePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concert.v1.PaymentService/GetModulePayment',
+            concert_dot_v1_dot_payment__pb2.GetModulePaymentRequest.SerializeToString,
+            concert_dot_v1_dot_payment__pb2.GetModulePaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,
