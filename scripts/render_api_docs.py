@@ -2,18 +2,24 @@
 
 Reads a FileDescriptorSet made by protoc with --include_source_info and writes
 Markdown: each service, each method with its request, response and the errors
-its comment lists, and each message's fields. scripts/gen runs it; CI's drift
-check therefore also fails when docs/api.md is stale.
+its comment lists, the table of error reasons (from concert.v1.ErrorReason's
+value comments: meaning, then `Code:` and `Methods:` lines), and each message's
+fields. scripts/gen runs it; CI's drift check therefore also fails when
+docs/api.md is stale, and the renderer refuses a reason whose comment lacks its
+code or names a method that does not exist.
 
     python scripts/render_api_docs.py DESCRIPTOR_SET OUTPUT.md
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+from google.rpc import code_pb2
 
 # SourceCodeInfo paths: field numbers inside FileDescriptorProto and friends.
 _MESSAGE, _ENUM, _SERVICE = 4, 5, 6
@@ -57,12 +63,121 @@ def _type_of(field: descriptor_pb2.FieldDescriptorProto) -> str:
 _PREAMBLE = """
 Generated from `protos/concert/v1/*.proto` by `scripts/gen`; edit the protos, not this file.
 
-Every error carries a `google.rpc.ErrorInfo` (domain `concert.v1`, the reason named below);
-INVALID_ARGUMENT also carries a `google.rpc.BadRequest` naming each bad field, and errors a
-client may retry later carry a `google.rpc.RetryInfo`. Any method may also answer UNAVAILABLE
-(reasons DATABASE_UNAVAILABLE, DATABASE_BUSY, DATABASE_TIMEOUT, DATABASE_CONFLICT) while the
-database is unreachable or overloaded; retrying is safe with the same `request_id`.
+Every error carries a `google.rpc.ErrorInfo` (domain `concert.v1`, the reason named below, one
+of the enum `concert.v1.ErrorReason`: see [Error reasons](#error-reasons) for each reason's
+meaning, code and methods); INVALID_ARGUMENT also carries a `google.rpc.BadRequest` naming each
+bad field, and errors a client may retry later carry a `google.rpc.RetryInfo`. Any method may
+also answer UNAVAILABLE (reasons DATABASE_UNAVAILABLE, DATABASE_BUSY, DATABASE_TIMEOUT,
+DATABASE_CONFLICT) while the database is unreachable or overloaded; retrying is safe with the
+same `request_id`.
 """
+
+
+ERROR_REASON_ENUM = "ErrorReason"
+REASON_PREFIX = "ERROR_REASON_"
+_STATUS_CODES = frozenset(code_pb2.Code.keys())
+
+
+@dataclass(frozen=True)
+class ReasonDoc:
+    """One ErrorReason value as its comment documents it."""
+
+    name: str  # the enum value's name, ERROR_REASON_...
+    meaning: str
+    codes: tuple[str, ...]  # status code names; empty: never an error status
+    methods: tuple[str, ...]  # `Service.Method`, `Service.*` or `*`
+    methods_text: str  # as the comment says it, with notes such as "(as refund_reason)"
+
+    @property
+    def wire(self) -> str:
+        """ErrorInfo.reason as the server sends it."""
+        return self.name.removeprefix(REASON_PREFIX)
+
+
+class ReasonDocError(ValueError):
+    """An ErrorReason comment that does not say its code and methods."""
+
+
+def _labelled(text: str, label: str) -> str:
+    """The text after `label:` up to the next label or the end, on one line."""
+    match = re.search(rf"^{label}:(.*?)(?=^\w+:|\Z)", text, re.S | re.M)
+    if match is None:
+        raise ReasonDocError(f"no '{label}:' line")
+    return " ".join(match.group(1).split()).rstrip(".")
+
+
+def _parse_reason(name: str, comment: str, methods: frozenset[str]) -> ReasonDoc:
+    text = _dedent(comment)
+    meaning = text.split("\nCode:")[0]
+    code_text = _labelled(text, "Code")
+    codes = () if code_text == "none" else tuple(c.strip() for c in code_text.split(","))
+    for code in codes:
+        if code not in _STATUS_CODES:
+            raise ReasonDocError(f"{code!r} is not a status code")
+    # Parentheses say how a method sends it (e.g. as refund_reason); not a name.
+    methods_text = _labelled(text, "Methods")
+    listed = re.sub(r"\([^)]*\)", "", methods_text)
+    named = tuple(m.strip() for m in listed.split(","))
+    for method in named:
+        if method != "*" and method not in methods:
+            raise ReasonDocError(f"{method!r} is no method or service of concert.v1")
+    return ReasonDoc(name, _one_line(meaning), codes, named, _one_line(methods_text))
+
+
+def error_reasons(files: list[descriptor_pb2.FileDescriptorProto]) -> list[ReasonDoc]:
+    """Every value of concert.v1.ErrorReason but UNSPECIFIED, parsed from its comment."""
+    own = [f for f in files if f.package == "concert.v1"]
+    methods = frozenset(
+        name
+        for file in own
+        for service in file.service
+        for name in (
+            f"{service.name}.*",
+            *(f"{service.name}.{method.name}" for method in service.method),
+        )
+    )
+    for file in own:
+        comments = _comments(file)
+        for e_index, enum in enumerate(file.enum_type):
+            if enum.name != ERROR_REASON_ENUM:
+                continue
+            docs = []
+            for v_index, value in enumerate(enum.value):
+                if value.number == 0:
+                    continue
+                comment = comments.get((_ENUM, e_index, _ENUM_VALUE, v_index), "")
+                try:
+                    docs.append(_parse_reason(value.name, comment, methods))
+                except ReasonDocError as problem:
+                    raise ReasonDocError(f"{value.name}: {problem}") from None
+            return docs
+    raise ReasonDocError(f"no enum concert.v1.{ERROR_REASON_ENUM}")
+
+
+def _reason_enum_comment(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
+    for file in files:
+        for e_index, enum in enumerate(file.enum_type):
+            if file.package == "concert.v1" and enum.name == ERROR_REASON_ENUM:
+                return _dedent(_comments(file).get((_ENUM, e_index), ""))
+    return ""
+
+
+def _render_reasons(files: list[descriptor_pb2.FileDescriptorProto]) -> list[str]:
+    out = [
+        "## Error reasons",
+        "",
+        f"`enum {ERROR_REASON_ENUM}` (`protos/concert/v1/error_reason.proto`):",
+        "",
+        _reason_enum_comment(files),
+        "",
+        "| reason | code | methods | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for reason in error_reasons(files):
+        codes = ", ".join(reason.codes) or "none (not an error)"
+        methods = "every method" if reason.methods == ("*",) else reason.methods_text
+        out.append(f"| `{reason.wire}` | {codes} | {methods} | {reason.meaning} |")
+    return [*out, ""]
 
 
 def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
@@ -84,10 +199,13 @@ def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
                     _dedent(comments.get((_SERVICE, s_index, _METHOD, m_index), "")),
                     "",
                 ]
+    out += _render_reasons(files)
     out += ["## Messages", ""]
     for file in own:
         comments = _comments(file)
         for e_index, enum in enumerate(file.enum_type):
+            if enum.name == ERROR_REASON_ENUM:  # its table is above
+                continue
             out += [f"### enum {enum.name}", "", _one_line(comments.get((_ENUM, e_index), "")), ""]
             out += ["| value | meaning |", "| --- | --- |"]
             for v_index, value in enumerate(enum.value):

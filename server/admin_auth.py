@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from server.credentials import bearer_credential
-from server.errors import PermissionDenied, Unauthenticated
+from server.errors import ErrorReason, PermissionDenied, Unauthenticated
 from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 
 ADMIN_SERVICE = "concert.v1.AdminService"
@@ -19,11 +19,16 @@ ADMIN_SERVICE = "concert.v1.AdminService"
 
 def check_admin_key(configured: str | None, presented: str | None) -> None:
     if presented is None:
-        raise Unauthenticated("ADMIN_KEY_MISSING", "AdminService requires the operator's key")
+        raise Unauthenticated(
+            ErrorReason.ERROR_REASON_ADMIN_KEY_MISSING, "AdminService requires the operator's key"
+        )
     if configured is None:
-        raise PermissionDenied("ADMIN_KEY_INVALID", "no operator key is configured on this server")
+        raise PermissionDenied(
+            ErrorReason.ERROR_REASON_ADMIN_KEY_INVALID,
+            "no operator key is configured on this server",
+        )
     if not hmac.compare_digest(presented.encode(), configured.encode()):
-        raise PermissionDenied("ADMIN_KEY_INVALID", "wrong operator key")
+        raise PermissionDenied(ErrorReason.ERROR_REASON_ADMIN_KEY_INVALID, "wrong operator key")
 
 
 class AdminKeyLayer(Layer):

@@ -3,6 +3,15 @@
 Use cases raise a ServiceError subclass; the error interceptor turns it into a
 status carrying an ErrorInfo (always), a BadRequest (for invalid fields) and a
 RetryInfo (when a retry later may succeed). Nothing else should build statuses.
+
+Every reason is a value of the contract's enum concert.v1.ErrorReason
+(protos/concert/v1/error_reason.proto), raised by its generated name, e.g.
+ErrorReason.ERROR_REASON_TOKEN_EXPIRED, the same name Go, Java or TypeScript
+clients switch on. A misspelt name fails mypy (scripts/lint), where a misspelt
+string would have gone out on the wire as a new reason; ServiceError takes no
+string. The wire string is the name without its prefix (wire_reason), as the
+enum's comment promises clients. tests/unit/test_error_reasons.py checks that
+server/ raises every value and types no reason string.
 """
 
 from __future__ import annotations
@@ -15,7 +24,15 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from concert.v1.error_reason_pb2 import ErrorReason
+
 ERROR_DOMAIN = "concert.v1"
+REASON_PREFIX = "ERROR_REASON_"
+
+
+def wire_reason(reason: ErrorReason) -> str:
+    """ErrorInfo.reason (and refund_reason) for an ErrorReason: its name without the prefix."""
+    return ErrorReason.Name(reason).removeprefix(REASON_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -31,7 +48,7 @@ class ServiceError(Exception):
 
     def __init__(
         self,
-        reason: str,
+        reason: ErrorReason,
         message: str,
         *,
         metadata: Mapping[str, str] | None = None,
@@ -48,7 +65,7 @@ class ServiceError(Exception):
     def to_status(self) -> grpc.Status:
         details = [
             error_details_pb2.ErrorInfo(
-                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+                reason=wire_reason(self.reason), domain=ERROR_DOMAIN, metadata=self.metadata
             )
         ]
         if self.violations:
@@ -81,7 +98,11 @@ class ServiceError(Exception):
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: Iterable[FieldViolation], reason: str = "INVALID_ARGUMENT"):
+    def __init__(
+        self,
+        violations: Iterable[FieldViolation],
+        reason: ErrorReason = ErrorReason.ERROR_REASON_INVALID_ARGUMENT,
+    ):
         violations = tuple(violations)
         fields = ", ".join(v.field for v in violations)
         super().__init__(reason, f"invalid request: {fields}", violations=violations)

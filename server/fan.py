@@ -11,7 +11,7 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from server.errors import FailedPrecondition, Unauthenticated
+from server.errors import ErrorReason, FailedPrecondition, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,19 @@ def current_fan() -> Fan:
 
 def token_invalid() -> Unauthenticated:
     """Missing, malformed, signed by no known key, unknown, or not the caller's."""
-    return Unauthenticated("TOKEN_INVALID", "a valid queue token is required")
+    return Unauthenticated(
+        ErrorReason.ERROR_REASON_TOKEN_INVALID, "a valid queue token is required"
+    )
 
 
 def token_expired() -> Unauthenticated:
     return Unauthenticated(
-        "TOKEN_EXPIRED", "the queue token has expired; take a new one with IssueToken"
+        ErrorReason.ERROR_REASON_TOKEN_EXPIRED,
+        "the queue token has expired; take a new one with IssueToken",
     )
 
 
 def token_completed() -> FailedPrecondition:
-    return FailedPrecondition("TOKEN_COMPLETED", "the queue token was used up by a payment")
+    return FailedPrecondition(
+        ErrorReason.ERROR_REASON_TOKEN_COMPLETED, "the queue token was used up by a payment"
+    )

@@ -29,7 +29,7 @@ import psycopg
 import psycopg_pool
 from grpc.aio import ServicerContext
 
-from server.errors import Internal, ServiceError, Unavailable, Unimplemented
+from server.errors import ErrorReason, Internal, ServiceError, Unavailable, Unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +207,30 @@ def as_service_error(exc: Exception, method: str = "") -> ServiceError:
         return exc
     if isinstance(exc, NotImplementedError):
         # The generated base servicer raises it for a method not built yet.
-        return Unimplemented("UNIMPLEMENTED", f"{method} is not implemented")
+        return Unimplemented(ErrorReason.ERROR_REASON_UNIMPLEMENTED, f"{method} is not implemented")
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return Unavailable(
-            "DATABASE_BUSY", "the database is busy; retry shortly", retry_after_seconds=1.0
+            ErrorReason.ERROR_REASON_DATABASE_BUSY,
+            "the database is busy; retry shortly",
+            retry_after_seconds=1.0,
         )
     if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
         return Unavailable(
-            "DATABASE_TIMEOUT",
+            ErrorReason.ERROR_REASON_DATABASE_TIMEOUT,
             "the request timed out in the database; retry",
             retry_after_seconds=0.5,
         )
     if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
         return Unavailable(
-            "DATABASE_CONFLICT", "a concurrent change conflicted; retry", retry_after_seconds=0.1
+            ErrorReason.ERROR_REASON_DATABASE_CONFLICT,
+            "a concurrent change conflicted; retry",
+            retry_after_seconds=0.1,
         )
     if isinstance(exc, psycopg.OperationalError):
         return Unavailable(
-            "DATABASE_UNAVAILABLE", "the database is unavailable; retry", retry_after_seconds=1.0
+            ErrorReason.ERROR_REASON_DATABASE_UNAVAILABLE,
+            "the database is unavailable; retry",
+            retry_after_seconds=1.0,
         )
     log.exception("unexpected failure in %s", method, exc_info=exc)
-    return Internal("INTERNAL", "internal error")
+    return Internal(ErrorReason.ERROR_REASON_INTERNAL, "internal error")

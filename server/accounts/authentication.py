@@ -19,10 +19,9 @@ from server.accounts.runtime import AccountRuntime
 from server.accounts.sessions import Session, issue_session, verify_session
 from server.accounts.throttle import Reservation
 from server.clock import Clock
-from server.errors import ResourceExhausted, Unauthenticated, Violations
+from server.errors import ErrorReason, ResourceExhausted, Unauthenticated, Violations
 from server.signing import Signer
 
-INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
 _WRONG_PASSWORD_MESSAGE = "unknown email or wrong password"
 
 
@@ -75,7 +74,7 @@ async def authenticate_password(
         reservation = throttle.reserve(email, client_address, clock.now())
         if not isinstance(reservation, Reservation):
             raise ResourceExhausted(
-                "TOO_MANY_ATTEMPTS",
+                ErrorReason.ERROR_REASON_TOO_MANY_ATTEMPTS,
                 "too many failed sign-ins for this email or from this address; wait and retry",
                 retry_after_seconds=reservation,
             )
@@ -85,7 +84,7 @@ async def authenticate_password(
             throttle.release(reservation)
             raise
     if not ok or found is None:
-        raise Unauthenticated(INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
+        raise Unauthenticated(ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
     throttle.succeeded(reservation)
     return found[0]
 
@@ -126,5 +125,8 @@ def authenticate_session(signer: Signer, clock: Clock, credential: str) -> uuid.
     """The user id of a valid session credential; UNAUTHENTICATED otherwise."""
     session = verify_session(signer, credential, clock.now())
     if session is None:
-        raise Unauthenticated(INVALID_CREDENTIALS, "the session credential is invalid or expired")
+        raise Unauthenticated(
+            ErrorReason.ERROR_REASON_INVALID_CREDENTIALS,
+            "the session credential is invalid or expired",
+        )
     return session.user_id

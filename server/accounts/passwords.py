@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from server import base64url
 from server.cpu import available_cpus
-from server.errors import ResourceExhausted
+from server.errors import ErrorReason, ResourceExhausted
 
 _T = TypeVar("_T")
 
@@ -82,7 +82,7 @@ class HashingBusy(ResourceExhausted):
 
     def __init__(self) -> None:
         super().__init__(
-            "PASSWORD_HASHING_BUSY",
+            ErrorReason.ERROR_REASON_PASSWORD_HASHING_BUSY,
             "too many sign-ins at once; retry shortly",
             retry_after_seconds=1.0,
         )

@@ -13,7 +13,7 @@ from server.accounts.emails import email_problem, normalise_email, password_prob
 from server.accounts.runtime import AccountRuntime
 from server.clock import Clock
 from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
-from server.errors import AlreadyExists, Violations
+from server.errors import AlreadyExists, ErrorReason, Violations
 from server.validation import parse_request_id
 
 
@@ -40,7 +40,9 @@ async def sign_up(
         user_id = uuid.uuid4()
         now = clock.now()
         if not await store.insert_user_with_wallet(unit.conn, user_id, email, password_hash, now):
-            raise AlreadyExists("EMAIL_TAKEN", "an account already uses this email")
+            raise AlreadyExists(
+                ErrorReason.ERROR_REASON_EMAIL_TAKEN, "an account already uses this email"
+            )
         return _response(user_id, email, now)
 
     return await run_once(

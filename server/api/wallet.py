@@ -15,7 +15,7 @@ from server.accounts.sessions import verify_session
 from server.api.features import Features
 from server.context import ServiceContext
 from server.credentials import bearer_credential
-from server.errors import Unauthenticated
+from server.errors import ErrorReason, Unauthenticated
 from server.wallet.balance import WalletCaller, charge_wallet, get_balance
 
 
@@ -45,7 +45,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         session = verify_session(self._ctx.signer, credential, self._ctx.clock.now())
         if session is None:
             raise Unauthenticated(
-                "CREDENTIALS_INVALID", "a session credential or the operator's key is required"
+                ErrorReason.ERROR_REASON_INVALID_CREDENTIALS,
+                "a session credential or the operator's key is required",
             )
         return WalletCaller(user_id=session.user_id)
 

@@ -20,7 +20,7 @@ from concert.v1 import admin_pb2, concert_pb2
 from server.booking.runtime import BookingRuntime
 from server.context import ServiceContext
 from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
-from server.errors import NotFound, Violations
+from server.errors import ErrorReason, NotFound, Violations
 from server.validation import (
     decode_page_token,
     encode_page_token,
@@ -229,7 +229,7 @@ async def list_available_dates(
     async with ctx.read_pool.connection() as conn:
         cursor = await conn.execute("SELECT 1 FROM concerts WHERE id = %s", (concert_id,))
         if await cursor.fetchone() is None:
-            raise NotFound("CONCERT_NOT_FOUND", "no such concert")
+            raise NotFound(ErrorReason.ERROR_REASON_CONCERT_NOT_FOUND, "no such concert")
         # Free = total - sold (a counter kept by payments) - live holds (an
         # index range over this date's held seats): no scan of the seats.
         cursor = await conn.execute(
@@ -325,7 +325,7 @@ async def list_available_seats(
         )
         found = await cursor.fetchall()
     if not found:
-        raise NotFound("DATE_NOT_FOUND", "no such date")
+        raise NotFound(ErrorReason.ERROR_REASON_DATE_NOT_FOUND, "no such date")
     rows, last = _page(found if found[0][0] is not None else [], page_size)
     # 100 seats per page: the date's text is made once and each Seat is added
     # in place (a str(uuid) and a message copy per seat cost ~4x as much).

@@ -29,7 +29,7 @@ from server.db.unit_of_work import (
     unit_of_work,
     unit_on,
 )
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from server.errors import AlreadyExists, ErrorReason, FailedPrecondition, NotFound, Violations
 from server.fan import Fan
 from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
 from server.queue.store import lock_token_then, token_row
@@ -79,9 +79,13 @@ def seat_unavailable(date_id: uuid.UUID, seat_number: int, *, started: bool = Fa
     metadata = {"date_id": str(date_id), "seat_number": str(seat_number)}
     if started:
         return FailedPrecondition(
-            "SEAT_UNAVAILABLE", "the performance has started", metadata=metadata
+            ErrorReason.ERROR_REASON_SEAT_UNAVAILABLE,
+            "the performance has started",
+            metadata=metadata,
         )
-    return AlreadyExists("SEAT_UNAVAILABLE", "the seat is held or sold", metadata=metadata)
+    return AlreadyExists(
+        ErrorReason.ERROR_REASON_SEAT_UNAVAILABLE, "the seat is held or sold", metadata=metadata
+    )
 
 
 async def hold_seat(
@@ -136,14 +140,14 @@ async def hold_seat(
             insist_live(token_row(results[-2]), now, fan)
         if held_count >= settings.max_holds_per_user:
             raise FailedPrecondition(
-                "HOLD_LIMIT_REACHED",
+                ErrorReason.ERROR_REASON_HOLD_LIMIT_REACHED,
                 f"at most {settings.max_holds_per_user} seats may be held at once",
                 metadata={"max_holds": str(settings.max_holds_per_user)},
             )
         if price is None:
             if start_time is None:
                 raise NotFound(
-                    "SEAT_NOT_FOUND",
+                    ErrorReason.ERROR_REASON_SEAT_NOT_FOUND,
                     "no such date or seat",
                     metadata={"date_id": str(date_id), "seat_number": str(request.seat_number)},
                 )
@@ -204,7 +208,7 @@ _HOLD = f"""
 
 
 def reservation_not_found() -> NotFound:
-    return NotFound("RESERVATION_NOT_FOUND", "no such reservation")
+    return NotFound(ErrorReason.ERROR_REASON_RESERVATION_NOT_FOUND, "no such reservation")
 
 
 async def get_reservation(
@@ -259,7 +263,7 @@ async def cancel_reservation(
             raise reservation_not_found()
         if row[6] != "held":
             raise FailedPrecondition(
-                "RESERVATION_NOT_HELD",
+                ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD,
                 f"the reservation is {row[6]}",
                 metadata={"state": row[6]},
             )

@@ -18,14 +18,13 @@ from pathlib import Path
 
 from concert.v1 import payment_callback_pb2
 from server import base64url
-from server.errors import Unauthenticated
+from server.errors import ErrorReason, Unauthenticated
 from server.signing import read_keys_file
 
 MODULE_HEADER = "x-payment-module"
 TIMESTAMP_HEADER = "x-payment-module-timestamp"
 SIGNATURE_HEADER = "x-payment-module-signature"
 MAX_SKEW = timedelta(minutes=5)
-MODULE_SIGNATURE_INVALID = "MODULE_SIGNATURE_INVALID"
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def authenticate_module(
         )
     ):
         raise Unauthenticated(
-            MODULE_SIGNATURE_INVALID,
+            ErrorReason.ERROR_REASON_MODULE_SIGNATURE_INVALID,
             "only a configured payment module may call this, with a fresh signed timestamp",
         )
     return module_id

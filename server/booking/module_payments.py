@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 from concert.v1 import payment_callback_pb2
-from server.accounts.authentication import INVALID_CREDENTIALS, PROOF_MAX_AGE
+from server.accounts.authentication import PROOF_MAX_AGE
 from server.accounts.sessions import verify_session
 from server.booking.holds import hold_state
 from server.booking.payment_records import PAYMENT_COLUMNS, count_sale, payment_message
@@ -40,7 +40,7 @@ from server.db.unit_of_work import (
     UnitOfWork,
     unit_of_work,
 )
-from server.errors import Unauthenticated, Violations
+from server.errors import ErrorReason, Unauthenticated, Violations, wire_reason
 from server.queue.store import TOKEN_COLUMNS, token_row
 from server.validation import parse_uuid
 
@@ -154,7 +154,7 @@ async def confirm_module_payment(
                 )
             )
             if not sold:  # the hold ran out and another fan took the seat meanwhile
-                refusal = "RESERVATION_NOT_HELD"
+                refusal = ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
         if refusal is not None:
             return await _ask_for_refund(unit, record, module_id, reservation_id, user_id, refusal)
         response = payment_callback_pb2.ConfirmModulePaymentResponse(
@@ -176,19 +176,23 @@ def _payer(ctx: ServiceContext, session_token: str) -> uuid.UUID:
     decides whether the payment is kept."""
     session = verify_session(ctx.signer, session_token, ctx.clock.now(), expired_for=PROOF_MAX_AGE)
     if session is None:
-        raise Unauthenticated(INVALID_CREDENTIALS, "the fan's session credential is invalid")
+        raise Unauthenticated(
+            ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, "the fan's session credential is invalid"
+        )
     return session.user_id
 
 
-def _refusal(reservations: list[Any], user_id: uuid.UUID, amount: int, now: Any) -> str | None:
+def _refusal(
+    reservations: list[Any], user_id: uuid.UUID, amount: int, now: Any
+) -> ErrorReason | None:
     """Why the module must refund, from the locked reservation; None if it may be sold."""
     if not reservations or reservations[0][0] != user_id:
-        return "RESERVATION_NOT_FOUND"
+        return ErrorReason.ERROR_REASON_RESERVATION_NOT_FOUND
     _user, state, expires_at, price, _date, _seat = reservations[0]
     if hold_state(state, expires_at, now) != "held":
-        return "RESERVATION_NOT_HELD"
+        return ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     if price != amount:
-        return "AMOUNT_MISMATCH"
+        return ErrorReason.ERROR_REASON_AMOUNT_MISMATCH
     return None
 
 
@@ -198,7 +202,7 @@ async def _ask_for_refund(
     module_id: str,
     reservation_id: uuid.UUID,
     user_id: uuid.UUID,
-    reason: str,
+    reason: ErrorReason,
 ) -> payment_callback_pb2.ConfirmModulePaymentResponse:
     """Record the refund request with the answer, so a retry gets the same one;
     the fan who paid reads it as a refunded payment (payment_views)."""
@@ -206,7 +210,7 @@ async def _ask_for_refund(
     assert isinstance(request, payment_callback_pb2.ConfirmModulePaymentRequest)
     assert unit.clock is not None
     response = payment_callback_pb2.ConfirmModulePaymentResponse(
-        outcome=REFUND, refund_reason=reason
+        outcome=REFUND, refund_reason=wire_reason(reason)
     )
     remember = unit.remember_statement(record, response)
     assert remember is not None
@@ -218,7 +222,7 @@ async def _ask_for_refund(
                 request.module_payment_id,
                 reservation_id,
                 request.amount,
-                reason,
+                wire_reason(reason),
                 unit.clock.now(),
                 user_id,
                 uuid.uuid4(),

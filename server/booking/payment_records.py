@@ -15,7 +15,7 @@ from typing import Any
 from concert.v1 import payment_pb2
 from server.booking.concerts import timestamp
 from server.db.unit_of_work import Lock, LockKind, RequestRecord, Statement
-from server.errors import FailedPrecondition
+from server.errors import ErrorReason, FailedPrecondition
 from server.queue import store
 
 _STATES = {
@@ -35,7 +35,8 @@ def pay_record(
 
 def reservation_not_held(why: str) -> FailedPrecondition:
     return FailedPrecondition(
-        "RESERVATION_NOT_HELD", f"the reservation cannot be paid: {why}; nothing was kept"
+        ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD,
+        f"the reservation cannot be paid: {why}; nothing was kept",
     )
 
 

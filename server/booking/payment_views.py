@@ -19,7 +19,7 @@ from server.booking.payment_records import (
     payment_message,
 )
 from server.context import ServiceContext
-from server.errors import NotFound, Violations
+from server.errors import ErrorReason, NotFound, Violations
 from server.fan import Fan
 from server.validation import parse_uuid
 
@@ -78,5 +78,5 @@ async def get_module_payment(
 
 def _found(row: Any) -> payment_pb2.Payment:
     if row is None:
-        raise NotFound("PAYMENT_NOT_FOUND", "no such payment")
+        raise NotFound(ErrorReason.ERROR_REASON_PAYMENT_NOT_FOUND, "no such payment")
     return payment_message(row)

@@ -49,6 +49,7 @@ from server.context import ServiceContext
 from server.db.unit_of_work import Lock, LockKind, UnitOfWork, stored_answer, unit_of_work, unit_on
 from server.errors import (
     Aborted,
+    ErrorReason,
     FailedPrecondition,
     Unavailable,
     Violations,
@@ -110,7 +111,7 @@ async def pay(
         log.warning("payment gateway failed to charge attempt %s", attempt.id, exc_info=True)
         await settle_by_refund(ctx, booking, attempt)
         raise Unavailable(
-            "PAYMENT_GATEWAY_UNAVAILABLE",
+            ErrorReason.ERROR_REASON_PAYMENT_GATEWAY_UNAVAILABLE,
             "the payment module failed; any money taken is returned",
             retry_after_seconds=1.0,
         ) from None
@@ -118,7 +119,7 @@ async def pay(
         async with ctx.pool.connection() as conn:
             await _move_attempt(conn, attempt.id, "charging", "declined", ctx.clock.now())
         raise FailedPrecondition(
-            "INSUFFICIENT_BALANCE",
+            ErrorReason.ERROR_REASON_INSUFFICIENT_BALANCE,
             "the wallet holds less than the price",
             metadata={"price": str(attempt.amount)},
         )
@@ -168,7 +169,7 @@ async def _begin_attempt(
         if live[0] == "confirmed":
             raise reservation_not_held("it is paid")
         raise Aborted(
-            "PAYMENT_IN_PROGRESS",
+            ErrorReason.ERROR_REASON_PAYMENT_IN_PROGRESS,
             "another payment of this reservation is under way",
             retry_after_seconds=1.0,
         )

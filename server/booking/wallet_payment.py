@@ -51,7 +51,7 @@ from server.db.unit_of_work import (
     UnitOfWork,
     unit_of_work,
 )
-from server.errors import FailedPrecondition
+from server.errors import ErrorReason, FailedPrecondition
 from server.fan import Fan
 from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
 from server.queue.store import TOKEN_COLUMNS, TokenRow, token_row
@@ -192,7 +192,7 @@ def _refuse(
         raise reservation_not_held(f"it is {state}")
     if balance is None or balance < price:
         raise FailedPrecondition(
-            "INSUFFICIENT_BALANCE",
+            ErrorReason.ERROR_REASON_INSUFFICIENT_BALANCE,
             "the wallet holds less than the price",
             metadata={"price": str(price)},
         )

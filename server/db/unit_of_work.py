@@ -59,7 +59,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
 from server.db.locks import LockNamespace, lock_id
-from server.errors import FieldViolation, InvalidArgument
+from server.errors import ErrorReason, FieldViolation, InvalidArgument
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 Params = Mapping[str, Any] | Sequence[Any] | None
@@ -217,7 +217,7 @@ async def stored_answer(
     if bytes(row[0]) != record.fingerprint():
         raise InvalidArgument(
             [FieldViolation(record.id_field, "already used for a different request")],
-            reason="REQUEST_ID_REUSED",
+            reason=ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
         )
     return record.response_type.FromString(bytes(row[1]))
 

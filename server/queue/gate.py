@@ -13,7 +13,7 @@ from typing import Any
 
 from server.clock import Clock
 from server.credentials import bearer_credential
-from server.errors import FailedPrecondition
+from server.errors import ErrorReason, FailedPrecondition
 from server.fan import Fan, fan_context, token_completed, token_expired, token_invalid
 from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 from server.queue.runtime import QueueRuntime
@@ -70,7 +70,7 @@ def admit(
         wait = None if state.paused else runtime.rate.estimated_wait(now, people_ahead)
         retry = DEFAULT_RETRY_SECONDS if wait is None else wait.total_seconds()
         raise FailedPrecondition(
-            "QUEUE_NOT_ADMITTED",
+            ErrorReason.ERROR_REASON_QUEUE_NOT_ADMITTED,
             "not your turn yet: wait for admission (QueueService.WatchQueueStatus)",
             metadata={
                 "queue_number": str(claims.queue_number),

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from concert.v1 import queue_pb2
 from server.clock import Clock
-from server.errors import ResourceExhausted
+from server.errors import ErrorReason, ResourceExhausted
 from server.fan import token_completed, token_expired, token_invalid
 from server.queue import store
 from server.queue.admission import AdmissionState
@@ -160,7 +160,7 @@ class QueuePresence:
         # cannot all pass the check; the newest beyond the limit is refused.
         if not self._runtime.open_stream(claims.token_id, MAX_STREAMS_PER_TOKEN):
             raise ResourceExhausted(
-                "TOO_MANY_STREAMS",
+                ErrorReason.ERROR_REASON_TOO_MANY_STREAMS,
                 f"at most {MAX_STREAMS_PER_TOKEN} open WatchQueueStatus streams per token;"
                 " close one first",
                 metadata={"max_streams": str(MAX_STREAMS_PER_TOKEN)},

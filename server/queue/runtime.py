@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
 from server.config import Settings
-from server.errors import Unavailable
+from server.errors import ErrorReason, Unavailable
 from server.queue import store
 from server.queue.admission import AdmissionRate, AdmissionState, LiveLine
 
@@ -169,7 +169,9 @@ class QueueRuntime:
     def state(self) -> AdmissionState:
         if self._state is None:
             raise Unavailable(
-                "QUEUE_STARTING", "the queue is starting; retry shortly", retry_after_seconds=1.0
+                ErrorReason.ERROR_REASON_QUEUE_STARTING,
+                "the queue is starting; retry shortly",
+                retry_after_seconds=1.0,
             )
         return self._state
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.errors import ResourceExhausted
+from server.errors import ErrorReason, ResourceExhausted
 from server.interceptors import Call, Layer, StreamProceed, UnaryProceed
 
 
@@ -24,7 +24,7 @@ class CallLimitLayer(Layer):
     def _enter(self) -> None:
         if self.in_flight >= self.max_calls:
             raise ResourceExhausted(
-                "SERVER_BUSY",
+                ErrorReason.ERROR_REASON_SERVER_BUSY,
                 "the server is serving as many calls as it can; retry shortly",
                 metadata={"max_calls": str(self.max_calls)},
                 retry_after_seconds=1.0,

@@ -33,7 +33,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from server.errors import FieldViolation, InvalidArgument, ResourceExhausted, ServiceError
+from server.errors import (
+    ErrorReason,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+)
 from server.interceptors import Call, Layer, StreamProceed, UnaryProceed
 
 MAX_ANONYMOUS_BYTES = 4 * 1024
@@ -78,7 +84,7 @@ def guarded_deserializer(
         if len(body) > limit:
             return UnreadableRequest(
                 ResourceExhausted(
-                    "REQUEST_TOO_LARGE",
+                    ErrorReason.ERROR_REASON_REQUEST_TOO_LARGE,
                     f"the request is {len(body)} bytes; this method accepts at most {limit}",
                     metadata={"limit_bytes": str(limit)},
                 )
@@ -90,7 +96,10 @@ def guarded_deserializer(
             # the violation names the whole body.
             problem = "does not decode: a string field that is not UTF-8, or a malformed body"
             return UnreadableRequest(
-                InvalidArgument([FieldViolation("request", problem)], reason="REQUEST_MALFORMED")
+                InvalidArgument(
+                    [FieldViolation("request", problem)],
+                    reason=ErrorReason.ERROR_REASON_REQUEST_MALFORMED,
+                )
             )
 
     return read
@@ -114,7 +123,7 @@ class RequestLimitLayer(Layer):
             yield item
 
     def _refuse(self, unreadable: UnreadableRequest) -> None:
-        if unreadable.error.reason == "REQUEST_TOO_LARGE":
+        if unreadable.error.reason == ErrorReason.ERROR_REASON_REQUEST_TOO_LARGE:
             self._trim.soon()
         raise unreadable.error
 

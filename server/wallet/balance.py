@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from concert.v1 import wallet_pb2
 from server.context import ServiceContext
 from server.db.unit_of_work import RequestRecord, UnitOfWork, run_once
-from server.errors import FailedPrecondition, NotFound, PermissionDenied, Violations
+from server.errors import ErrorReason, FailedPrecondition, NotFound, PermissionDenied, Violations
 from server.validation import parse_request_id, parse_uuid
 from server.wallet import ledger
 
@@ -34,7 +34,9 @@ class WalletCaller:
 
     def require_may_act_on(self, owner: uuid.UUID) -> None:
         if not self.is_operator and self.user_id != owner:
-            raise PermissionDenied("NOT_WALLET_OWNER", "a session acts on its own wallet only")
+            raise PermissionDenied(
+                ErrorReason.ERROR_REASON_NOT_WALLET_OWNER, "a session acts on its own wallet only"
+            )
 
     @property
     def scope(self) -> str:
@@ -42,7 +44,9 @@ class WalletCaller:
 
 
 def _user_not_found(user_id: uuid.UUID) -> NotFound:
-    return NotFound("USER_NOT_FOUND", "no such user", metadata={"user_id": str(user_id)})
+    return NotFound(
+        ErrorReason.ERROR_REASON_USER_NOT_FOUND, "no such user", metadata={"user_id": str(user_id)}
+    )
 
 
 async def charge_wallet(
@@ -66,7 +70,7 @@ async def charge_wallet(
             raise _user_not_found(user_id) from None
         except ledger.BalanceLimitExceeded:
             raise FailedPrecondition(
-                "BALANCE_LIMIT_EXCEEDED",
+                ErrorReason.ERROR_REASON_BALANCE_LIMIT_EXCEEDED,
                 f"the balance would pass {ledger.MAX_BALANCE:,}",
                 metadata={"max_balance": str(ledger.MAX_BALANCE)},
             ) from None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from concert.v1 import payment_pb2, reservation_pb2
+from concert.v1.error_reason_pb2 import ErrorReason
 from server.app import App
 from server.booking import holds, payments
 from server.booking.gateway import (
@@ -165,7 +166,10 @@ async def test_payment_failed_insufficient_balance_changes_nothing(
 ) -> None:
     fan, reservation_id = await held_reservation(app, balance=PRICE - 1)
     error = await expect_error(pay(app, fan, reservation_id))
-    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "INSUFFICIENT_BALANCE")
+    assert (error.code.name, error.reason) == (
+        "FAILED_PRECONDITION",
+        ErrorReason.ERROR_REASON_INSUFFICIENT_BALANCE,
+    )
     after = await state(app, reservation_id)
     assert after["reservation"] == "held" and after["payments"] == 0 and after["sold"] is False
     assert after["token"] == "live"
@@ -185,7 +189,10 @@ async def test_no_valid_reservation_after_the_charge_refunds_in_full(
 
     gateway.after_charge = hold_runs_out
     error = await expect_error(pay(app, fan, reservation_id))
-    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "RESERVATION_NOT_HELD")
+    assert (error.code.name, error.reason) == (
+        "FAILED_PRECONDITION",
+        ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD,
+    )
     after = await state(app, reservation_id)
     assert after["payments"] == 0 and after["sold"] is False
     assert after["attempts"] == "refunded"
@@ -218,7 +225,10 @@ async def test_payment_already_exists_refunds_in_full(app: App, gateway: FaultyG
 
     gateway.after_charge = another_payment_lands
     error = await expect_error(pay(app, fan, reservation_id))
-    assert (error.code.name, error.reason) == ("FAILED_PRECONDITION", "RESERVATION_NOT_HELD")
+    assert (error.code.name, error.reason) == (
+        "FAILED_PRECONDITION",
+        ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD,
+    )
     after = await state(app, reservation_id)
     assert after["payments"] == 1 and after["sold"] is False and after["attempts"] == "refunded"
     await assert_books_balance(app, 100_000)
@@ -230,7 +240,10 @@ async def test_gateway_down_before_charging_moves_no_money(
     fan, reservation_id = await held_reservation(app)
     gateway.fail_before_charge = True
     error = await expect_error(pay(app, fan, reservation_id))
-    assert (error.code.name, error.reason) == ("UNAVAILABLE", "PAYMENT_GATEWAY_UNAVAILABLE")
+    assert (error.code.name, error.reason) == (
+        "UNAVAILABLE",
+        ErrorReason.ERROR_REASON_PAYMENT_GATEWAY_UNAVAILABLE,
+    )
     assert (await state(app, reservation_id))["attempts"] == "refunded"  # the key was voided
     assert await gateway.inner.lookup(await _only_attempt(app)) is ChargeState.VOIDED
     await assert_books_balance(app, 100_000)
@@ -245,7 +258,7 @@ async def test_charge_answer_lost_refunds_at_once(app: App, gateway: FaultyGatew
     fan, reservation_id = await held_reservation(app)
     gateway.lose_charge_answer = True
     error = await expect_error(pay(app, fan, reservation_id))
-    assert error.reason == "PAYMENT_GATEWAY_UNAVAILABLE"
+    assert error.reason == ErrorReason.ERROR_REASON_PAYMENT_GATEWAY_UNAVAILABLE
     after = await state(app, reservation_id)
     assert after["attempts"] == "refunded" and after["payments"] == 0
     await assert_books_balance(app, 100_000)
@@ -296,7 +309,7 @@ async def test_failed_refund_is_retried_by_reconciliation(app: App, gateway: Fau
     gateway.after_charge = hold_runs_out
     gateway.failing_refunds = 2
     error = await expect_error(pay(app, fan, reservation_id))
-    assert error.reason == "RESERVATION_NOT_HELD"
+    assert error.reason == ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     assert (await state(app, reservation_id))["attempts"] == "refunding"
     await assert_books_balance(app, 100_000 - PRICE)  # the money is out, and on record
 
@@ -318,7 +331,10 @@ async def test_pay_is_idempotent_by_request_id(app: App, gateway: FaultyGateway)
     assert gateway.calls == ["charge"]
     _, other_reservation = await held_reservation(app)
     error = await expect_error(pay(app, fan, other_reservation, request_id))
-    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "REQUEST_ID_REUSED")
+    assert (error.code.name, error.reason) == (
+        "INVALID_ARGUMENT",
+        ErrorReason.ERROR_REASON_REQUEST_ID_REUSED,
+    )
     assert gateway.calls == ["charge"]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from concert.v1 import payment_pb2, reservation_pb2
+from concert.v1.error_reason_pb2 import ErrorReason
 from server.app import App
 from server.booking import payments
 from server.booking.concerts import create_concert
@@ -92,7 +93,7 @@ async def test_a_refused_reserve_seat_in_one_message_writes_nothing(
     await hold_seat(app.ctx, app.booking, first, request)
     with pytest.raises(ServiceError) as refused:
         await hold_seat(app.ctx, app.booking, second, request)
-    assert refused.value.reason == "SEAT_UNAVAILABLE"
+    assert refused.value.reason == ErrorReason.ERROR_REASON_SEAT_UNAVAILABLE
     assert units[-1].round_trips == 1
     async with app.ctx.pool.connection() as conn:
         assert (

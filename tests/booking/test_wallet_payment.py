@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from concert.v1 import payment_pb2, reservation_pb2
+from concert.v1.error_reason_pb2 import ErrorReason
 from server.app import App
 from server.booking import payments, wallet_payment
 from server.booking.concerts import create_concert
@@ -103,7 +104,7 @@ async def test_a_wallet_short_of_the_price_writes_nothing(app: App) -> None:
             app.ctx, app.booking, fan, payment_pb2.PayRequest(reservation_id=reservation_id)
         )
 
-    assert refused.value.reason == "INSUFFICIENT_BALANCE"
+    assert refused.value.reason == ErrorReason.ERROR_REASON_INSUFFICIENT_BALANCE
     assert await rows(app, fan) == {
         "balance": PRICE - 1,
         "attempts": None,
@@ -191,7 +192,7 @@ async def test_a_hold_that_lapses_while_pay_waits_for_its_lock_is_not_held_not_i
         await blocker.rollback()
         with pytest.raises(FailedPrecondition) as refused:
             await paying
-    assert refused.value.reason == "RESERVATION_NOT_HELD"
+    assert refused.value.reason == ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     assert (await rows(app, fan))["balance"] == PRICE
     await assert_invariants(app)
 

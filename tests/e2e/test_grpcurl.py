@@ -437,14 +437,14 @@ def test_wallet(grpcurl: Grpcurl) -> None:
         {"user_id": fan.user_id},
         None,
         "UNAUTHENTICATED",
-        "CREDENTIALS_INVALID",
+        "INVALID_CREDENTIALS",
     )
     grpcurl.expect_error(
         "WalletService/GetBalance",
         {"user_id": fan.user_id},
         fan.token,  # a queue token is not a session credential
         "UNAUTHENTICATED",
-        "CREDENTIALS_INVALID",
+        "INVALID_CREDENTIALS",
     )
     missing = str(uuid.uuid4())
     grpcurl.expect_error(

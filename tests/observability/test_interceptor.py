@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
-from server.errors import FailedPrecondition
+from server.errors import ErrorReason, FailedPrecondition
 from server.interceptors import CallPipeline, ErrorLayer
 from server.observability.interceptor import ObservabilityLayer
 from server.observability.logs import JsonFormatter, RequestIdFilter
@@ -35,7 +35,7 @@ class Probe:
         return request
 
     async def fail(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        raise FailedPrecondition("PROBE_REFUSED", "refused")
+        raise FailedPrecondition(ErrorReason.ERROR_REASON_TOKEN_COMPLETED, "refused")
 
     async def block(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self.blocked.set()
@@ -53,7 +53,7 @@ class Probe:
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         yield b"\x00"
-        raise FailedPrecondition("PROBE_REFUSED", "refused midway")
+        raise FailedPrecondition(ErrorReason.ERROR_REASON_TOKEN_COMPLETED, "refused midway")
 
     def handler(self) -> grpc.GenericRpcHandler:
         unary = grpc.unary_unary_rpc_method_handler

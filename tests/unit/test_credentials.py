@@ -24,9 +24,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from concert.v1.error_reason_pb2 import ErrorReason
 from server import base64url
 from server.accounts import sessions
-from server.accounts.authentication import INVALID_CREDENTIALS, authenticate_session
+from server.accounts.authentication import authenticate_session
 from server.accounts.sessions import Session, issue_session, verify_session
 from server.admin_auth import check_admin_key
 from server.clock import FakeClock
@@ -198,7 +199,7 @@ def test_authenticate_session_gives_the_user_or_refuses_alike() -> None:
     for shown in (credential, "garbage", ""):
         with pytest.raises(Unauthenticated) as caught:
             authenticate_session(signer, clock, shown)
-        assert caught.value.reason == INVALID_CREDENTIALS
+        assert caught.value.reason == ErrorReason.ERROR_REASON_INVALID_CREDENTIALS
 
 
 # -- queue tokens -----------------------------------------------------------------------
@@ -248,8 +249,8 @@ def test_the_operators_key_must_be_shown_configured_and_equal() -> None:
     check_admin_key("s3cret", "s3cret")
     with pytest.raises(Unauthenticated) as missing:
         check_admin_key("s3cret", None)
-    assert missing.value.reason == "ADMIN_KEY_MISSING"
+    assert missing.value.reason == ErrorReason.ERROR_REASON_ADMIN_KEY_MISSING
     for configured, shown in (("s3cret", "s3cre"), ("s3cret", ""), (None, "s3cret")):
         with pytest.raises(PermissionDenied) as refused:
             check_admin_key(configured, shown)
-        assert refused.value.reason == "ADMIN_KEY_INVALID"
+        assert refused.value.reason == ErrorReason.ERROR_REASON_ADMIN_KEY_INVALID

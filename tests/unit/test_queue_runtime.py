@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from concert.v1.error_reason_pb2 import ErrorReason
 from server.clock import FakeClock
 from server.errors import Unavailable
 from server.queue import store
@@ -39,7 +40,7 @@ def test_until_a_state_is_known_the_queue_is_unavailable_with_a_retry(clock: Fak
     queue = runtime(clock)
     with pytest.raises(Unavailable) as caught:
         _ = queue.state
-    assert caught.value.reason == "QUEUE_STARTING"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_QUEUE_STARTING
     assert caught.value.retry_after_seconds == 1.0
 
 

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from concert.v1 import queue_pb2
+from concert.v1.error_reason_pb2 import ErrorReason
 from server.clock import FakeClock
 from server.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from server.fan import Fan
@@ -143,7 +144,7 @@ def test_a_missing_or_malformed_token_is_invalid(
 ) -> None:
     with pytest.raises(Unauthenticated) as caught:
         admit(signer, clock, runtime(clock, window_limit=10), shown)
-    assert caught.value.reason == "TOKEN_INVALID"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_INVALID
 
 
 def test_a_token_signed_with_a_key_we_do_not_have_is_invalid(
@@ -152,7 +153,7 @@ def test_a_token_signed_with_a_key_we_do_not_have_is_invalid(
     forged = credential(Signer(KEY_B), 1)
     with pytest.raises(Unauthenticated) as caught:
         admit(signer, clock, runtime(clock, window_limit=10), forged)
-    assert caught.value.reason == "TOKEN_INVALID"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_INVALID
 
 
 def test_a_token_is_expired_from_its_signed_expiry_on(signer: Signer, clock: FakeClock) -> None:
@@ -160,7 +161,7 @@ def test_a_token_is_expired_from_its_signed_expiry_on(signer: Signer, clock: Fak
     admit(signer, clock, queue, credential(signer, 1, NOW + timedelta(microseconds=1)))
     with pytest.raises(Unauthenticated) as caught:
         admit(signer, clock, queue, credential(signer, 1, NOW))
-    assert caught.value.reason == "TOKEN_EXPIRED"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_EXPIRED
 
 
 def test_a_completed_token_is_refused_except_by_the_methods_that_allow_it(
@@ -170,7 +171,7 @@ def test_a_completed_token_is_refused_except_by_the_methods_that_allow_it(
     queue.completed_here(TOKEN, NOW + timedelta(minutes=10))
     with pytest.raises(FailedPrecondition) as caught:
         admit(signer, clock, queue, credential(signer, 5))
-    assert caught.value.reason == "TOKEN_COMPLETED"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_COMPLETED
     assert admit(signer, clock, queue, credential(signer, 5), allow_completed=True) == Fan(
         USER, TOKEN, 5
     )
@@ -180,7 +181,7 @@ def _refusal(signer: Signer, clock: FakeClock, queue: QueueRuntime, number: int)
     with pytest.raises(FailedPrecondition) as caught:
         admit(signer, clock, queue, credential(signer, number))
     error = caught.value
-    assert error.reason == "QUEUE_NOT_ADMITTED"
+    assert error.reason == ErrorReason.ERROR_REASON_QUEUE_NOT_ADMITTED
     return {**error.metadata, "retry": str(error.retry_after_seconds)}
 
 
@@ -260,19 +261,19 @@ def test_a_missing_stored_token_or_one_that_contradicts_the_claims_is_invalid(
 ) -> None:
     with pytest.raises(Unauthenticated) as caught:
         insist_live(stored, NOW, fan)
-    assert caught.value.reason == "TOKEN_INVALID"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_INVALID
 
 
 def test_a_stored_token_that_ended_is_completed_or_expired() -> None:
     with pytest.raises(FailedPrecondition) as completed:
         insist_live(row(5, "completed"), NOW)
-    assert completed.value.reason == "TOKEN_COMPLETED"
+    assert completed.value.reason == ErrorReason.ERROR_REASON_TOKEN_COMPLETED
     with pytest.raises(Unauthenticated) as expired:
         insist_live(row(5, "expired", NOW + timedelta(minutes=1)), NOW)
-    assert expired.value.reason == "TOKEN_EXPIRED"
+    assert expired.value.reason == ErrorReason.ERROR_REASON_TOKEN_EXPIRED
     with pytest.raises(Unauthenticated) as lapsed:
         insist_live(row(5, "live", NOW), NOW)  # live in the row, but its expiry is now
-    assert lapsed.value.reason == "TOKEN_EXPIRED"
+    assert lapsed.value.reason == ErrorReason.ERROR_REASON_TOKEN_EXPIRED
 
 
 # -- QueuePresence: what needs no row ----------------------------------------------
@@ -320,7 +321,7 @@ async def test_a_status_poll_with_a_bad_token_is_refused_before_any_read(
     presence, _ = _presence(signer, clock)
     with pytest.raises(Unauthenticated) as caught:
         await presence.status(credential(Signer(KEY_B), 15))
-    assert caught.value.reason == "TOKEN_INVALID"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOKEN_INVALID
 
 
 async def test_a_stream_beyond_the_per_token_limit_is_refused_and_frees_no_place(
@@ -332,7 +333,7 @@ async def test_a_stream_beyond_the_per_token_limit_is_refused_and_frees_no_place
     stream = presence.watch(credential(signer, 15))
     with pytest.raises(ResourceExhausted) as caught:
         await anext(stream)
-    assert caught.value.reason == "TOO_MANY_STREAMS"
+    assert caught.value.reason == ErrorReason.ERROR_REASON_TOO_MANY_STREAMS
     assert caught.value.metadata == {"max_streams": str(MAX_STREAMS_PER_TOKEN)}
     assert queue.stream_count(TOKEN) == MAX_STREAMS_PER_TOKEN
 

@@ -34,7 +34,7 @@ async def test_credentials_decide_whose_wallet(stubs: Stubs) -> None:
     for metadata in ((), bearer("forged.credential"), bearer(fan.session_token + "x")):
         assert await failure(stubs.wallet.Charge(charge, metadata=metadata)) == (
             "UNAUTHENTICATED",
-            "CREDENTIALS_INVALID",
+            "INVALID_CREDENTIALS",
             set(),
         )
     balance = await stubs.wallet.GetBalance(

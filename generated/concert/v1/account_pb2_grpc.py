@@ -68,7 +68,8 @@ class AccountServiceServicer:
 
         Errors:
         - INVALID_ARGUMENT: malformed email, password shorter than 8 or longer than
-        128 characters, malformed request_id (BadRequest names each field).
+        128 characters, malformed request_id (BadRequest names each field), or
+        a request_id reused with other fields (reason REQUEST_ID_REUSED).
         - ALREADY_EXISTS (reason EMAIL_TAKEN): another account uses this email.
         A retry with the same request_id returns the first answer instead.
         - RESOURCE_EXHAUSTED (reason PASSWORD_HASHING_BUSY, with RetryInfo): the

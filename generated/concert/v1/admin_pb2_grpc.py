@@ -72,7 +72,8 @@ class AdminServiceServicer:
         - INVALID_ARGUMENT: empty or oversized title or venue, no dates, a date in
         the past, a date with no seats or more than 10,000, a seat number below 1
         or repeated, a negative price, a malformed request_id; BadRequest names
-        every bad field.
+        every bad field. A request_id reused with other fields: reason
+        REQUEST_ID_REUSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

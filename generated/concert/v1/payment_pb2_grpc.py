@@ -77,7 +77,7 @@ class PaymentServiceServicer:
 
         Errors:
         - INVALID_ARGUMENT: malformed reservation_id or request_id, or a
-        request_id reused with other fields.
+        request_id reused with other fields (reason REQUEST_ID_REUSED).
         - NOT_FOUND (reason RESERVATION_NOT_FOUND): no such reservation, or
         someone else's.
         - FAILED_PRECONDITION (reason INSUFFICIENT_BALANCE): the wallet holds less

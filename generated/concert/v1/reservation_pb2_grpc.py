@@ -71,9 +71,12 @@ class ReservationServiceServicer:
 
         Errors:
         - INVALID_ARGUMENT: malformed date_id, seat_number below 1, malformed
-        request_id, or a request_id reused with other fields.
+        request_id, or a request_id reused with other fields (reason
+        REQUEST_ID_REUSED).
         - NOT_FOUND (reason SEAT_NOT_FOUND): no such date or seat.
         - ALREADY_EXISTS (reason SEAT_UNAVAILABLE): the seat is held or sold.
+        - FAILED_PRECONDITION (reason SEAT_UNAVAILABLE): the performance has
+        started.
         - FAILED_PRECONDITION (reason HOLD_LIMIT_REACHED): the fan already holds
         the most seats allowed at once.
         - FAILED_PRECONDITION (reason TOKEN_COMPLETED): the token was used up by a
@@ -99,7 +102,8 @@ class ReservationServiceServicer:
         """CancelReservation releases a held seat at once.
 
         Errors:
-        - INVALID_ARGUMENT: malformed reservation_id or request_id.
+        - INVALID_ARGUMENT: malformed reservation_id or request_id, or a
+        request_id reused with other fields (reason REQUEST_ID_REUSED).
         - NOT_FOUND (reason RESERVATION_NOT_FOUND): as GetReservation.
         - FAILED_PRECONDITION (reason RESERVATION_NOT_HELD): already paid,
         cancelled or expired.

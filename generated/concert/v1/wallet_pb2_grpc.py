@@ -33,7 +33,7 @@ class WalletServiceStub:
     Credentials: a session_token from AccountService.SignIn as
     `authorization: Bearer <session_token>` acts on the fan's own wallet only;
     the operator's key acts on any wallet.
-    - UNAUTHENTICATED (reason CREDENTIALS_INVALID): missing, forged or expired
+    - UNAUTHENTICATED (reason INVALID_CREDENTIALS): missing, forged or expired
     credential.
     - PERMISSION_DENIED (reason NOT_WALLET_OWNER): a session for another user.
     """
@@ -64,7 +64,7 @@ class WalletServiceServicer:
     Credentials: a session_token from AccountService.SignIn as
     `authorization: Bearer <session_token>` acts on the fan's own wallet only;
     the operator's key acts on any wallet.
-    - UNAUTHENTICATED (reason CREDENTIALS_INVALID): missing, forged or expired
+    - UNAUTHENTICATED (reason INVALID_CREDENTIALS): missing, forged or expired
     credential.
     - PERMISSION_DENIED (reason NOT_WALLET_OWNER): a session for another user.
     """
@@ -74,7 +74,8 @@ class WalletServiceServicer:
 
         Errors:
         - INVALID_ARGUMENT: malformed user_id or request_id, amount not in
-        1..10,000,000, or a request_id reused with other fields.
+        1..10,000,000, or a request_id reused with other fields (reason
+        REQUEST_ID_REUSED).
         - NOT_FOUND (reason USER_NOT_FOUND): no such user (the spec's "User Not
         Exists").
         - FAILED_PRECONDITION (reason BALANCE_LIMIT_EXCEEDED): the balance would
@@ -124,7 +125,7 @@ class WalletService:
     Credentials: a session_token from AccountService.SignIn as
     `authorization: Bearer <session_token>` acts on the fan's own wallet only;
     the operator's key acts on any wallet.
-    - UNAUTHENTICATED (reason CREDENTIALS_INVALID): missing, forged or expired
+    - UNAUTHENTICATED (reason INVALID_CREDENTIALS): missing, forged or expired
     credential.
     - PERMISSION_DENIED (reason NOT_WALLET_OWNER): a session for another user.
     """
