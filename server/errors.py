@@ -45,11 +45,11 @@ class ServiceError(Exception):
         self.violations = tuple(violations)
         self.retry_after_seconds = retry_after_seconds
 
-    def to_status(self) -> grpc.Status:
+    def to_status(self, domain: str = ERROR_DOMAIN) -> grpc.Status:
+        """The status; `domain` names the service that answers (the sandbox
+        payment module answers in its own, paymentmodule.v1)."""
         details = [
-            error_details_pb2.ErrorInfo(
-                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
-            )
+            error_details_pb2.ErrorInfo(reason=self.reason, domain=domain, metadata=self.metadata)
         ]
         if self.violations:
             details.append(
