@@ -17,10 +17,10 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from paymentmodule.v1 import payment_module_pb2 as pm
 
-from concert.v1 import account_pb2, admin_pb2, queue_pb2, reservation_pb2
+from concert.v1 import account_pb2, admin_pb2, admin_pb2_grpc, queue_pb2, reservation_pb2
 from tests.e2e.servers import REPOSITORY, ServerProcess, start_server
 from tests.payment_modules import MODULE
-from tests.support import ADMIN, bearer, free_port
+from tests.support import ADMIN, Stubs, bearer, free_port
 
 PRICE = 5_000
 
@@ -100,9 +100,7 @@ class Fan:
     """One fan, over the server's public API (sync stubs), holding one seat."""
 
     def __init__(self, server: grpc.Channel) -> None:
-        from tests.support import Stubs
-
-        self.stubs = Stubs.on(server)  # type: ignore[arg-type]
+        self.stubs = Stubs.on(server)  # type: ignore[arg-type]  # sync stubs, same shape
         email = f"fan-{uuid.uuid4().hex[:12]}@example.com"
         self.stubs.account.SignUp(account_pb2.SignUpRequest(email=email, password="pw-12345678"))
         session = self.stubs.account.SignIn(
@@ -132,8 +130,6 @@ class Fan:
 
 
 def create_concert(server: grpc.Channel, seats: int = 10) -> str:
-    from concert.v1 import admin_pb2_grpc
-
     start = Timestamp()
     start.FromDatetime((datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0))
     reply = admin_pb2_grpc.AdminServiceStub(server).CreateConcert(

@@ -32,7 +32,7 @@ from tests.payment_module.processes import (
     wait_until,
 )
 from tests.payment_modules import MODULE, secrets_file
-from tests.support import bearer
+from tests.support import Stubs, bearer
 
 pytestmark = pytest.mark.slow
 
@@ -236,7 +236,7 @@ def test_the_server_down_at_callback_time_is_retried_until_it_answers(books: Boo
     payment = books.wait_answer(taken.payment_id)
     assert payment.server_answer == pm.SERVER_ANSWER_PAID
     with books.server_channel() as channel:
-        fan.stubs = type(fan.stubs).on(channel)  # type: ignore[arg-type]
+        fan.stubs = Stubs.on(channel)  # type: ignore[arg-type]  # the restarted server
         assert fan.reservation(reservation_id).state == PAID_STATE
     assert server_payments(books.server_url) == [(reservation_id, taken.payment_id)]
     books.settled()
