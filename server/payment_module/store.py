@@ -1,9 +1,14 @@
 """The payment module's SQL, kept together: balances, payments, the outbox.
 
-Every function that changes more than one row runs in one transaction on a
-connection the caller took from the pool (`async with conn.transaction()`);
-single statements run in autocommit and say so. Times come from the caller's
-clock, never SQL now(), so tests move time with a FakeClock.
+Every function that changes more than one row runs in one unit of work
+(server/db/unit_of_work.py, the only place that begins and commits) on a
+connection the caller took from the pool; single statements run in autocommit
+and say so. The module's rows are none of the server's lock kinds, so its
+statements declare no locks. No two functions wait for each other's rows in
+opposite orders: a payment locks the balance and then writes a new payment
+row; a refund locks its payment and then the balance; an answer, its payment.
+Times come from the caller's clock, never SQL now(), so tests move time with a
+FakeClock.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+
+from server.db.unit_of_work import unit_on
 
 PAYMENT_COLUMNS = (
     "payment_id, reservation_id, amount, state, decline_reason, server_answer,"
@@ -104,15 +111,15 @@ async def top_up(
 ) -> tuple[str, int, int]:
     """Add to a balance once per request id; returns the (account, amount,
     balance after) the request id recorded, this call's or the first's."""
-    async with conn.transaction():
+    async with unit_on(conn) as unit:
         # The request id first: a concurrent duplicate waits here for the first.
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             "INSERT INTO top_ups (request_id, account_id, amount, balance_after, created_at)"
             " VALUES (%s, %s, %s, 0, %s) ON CONFLICT (request_id) DO NOTHING RETURNING 1",
             (request_id, account_id, amount, now),
         )
         if await cursor.fetchone() is not None:
-            cursor = await conn.execute(
+            cursor = await unit.execute(
                 "INSERT INTO accounts AS a (account_id, balance, updated_at) VALUES (%s, %s, %s)"
                 " ON CONFLICT (account_id) DO UPDATE"
                 "   SET balance = a.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at"
@@ -120,7 +127,7 @@ async def top_up(
                 (account_id, amount, now),
             )
             balance = await _one(cursor)
-            await conn.execute(
+            await unit.execute(
                 "UPDATE top_ups SET balance_after = %s WHERE request_id = %s",
                 (balance, request_id),
             )
@@ -140,10 +147,10 @@ async def record_payment(
     """Take the money (or record the decline) and queue the callback, in one
     transaction; None when the request id was recorded already (the caller
     replays it). A balance too low declines with INSUFFICIENT_FUNDS."""
-    async with conn.transaction():
+    async with unit_on(conn) as unit:
         if payment.account_id is not None and decline_reason is None:
             # The balance's lock first, so two payments from one balance take turns.
-            cursor = await conn.execute(
+            cursor = await unit.execute(
                 "SELECT balance FROM accounts WHERE account_id = %s FOR UPDATE",
                 (payment.account_id,),
             )
@@ -151,7 +158,7 @@ async def record_payment(
             if row is None or row[0] < payment.amount:
                 decline_reason = "INSUFFICIENT_FUNDS"
         succeeded = decline_reason is None
-        cursor = await conn.execute(
+        cursor = await unit.execute(
             "INSERT INTO payments (payment_id, request_id, fingerprint, reservation_id, amount,"
             " session_token, account_id, card_last4, state, decline_reason, server_answer,"
             " created_at)"
@@ -177,12 +184,12 @@ async def record_payment(
             return None
         if succeeded:
             if payment.account_id is not None:
-                await conn.execute(
+                await unit.execute(
                     "UPDATE accounts SET balance = balance - %s, updated_at = %s"
                     " WHERE account_id = %s",
                     (payment.amount, now, payment.account_id),
                 )
-            await conn.execute(
+            await unit.execute(
                 "INSERT INTO callback_outbox (payment_id, next_attempt_at) VALUES (%s, %s)",
                 (payment.payment_id, now),
             )
@@ -200,8 +207,8 @@ async def refund(
     one), mark the server's answer REFUND and end its callback, in one
     transaction. False when it is not a succeeded payment the server has not
     kept (refunded already, declined, or PAID): nothing changes."""
-    async with conn.transaction():
-        cursor = await conn.execute(
+    async with unit_on(conn) as unit:
+        cursor = await unit.execute(
             "UPDATE payments SET state = 'refunded', refunded_at = %s, refund_reason = %s,"
             " refund_request_id = %s, server_answer = 'refund',"
             " answered_at = coalesce(answered_at, %s), session_token = NULL"
@@ -214,11 +221,11 @@ async def refund(
             return False
         account_id, amount = row
         if account_id is not None:
-            await conn.execute(
+            await unit.execute(
                 "UPDATE accounts SET balance = balance + %s, updated_at = %s WHERE account_id = %s",
                 (amount, now, account_id),
             )
-        await conn.execute("DELETE FROM callback_outbox WHERE payment_id = %s", (payment_id,))
+        await unit.execute("DELETE FROM callback_outbox WHERE payment_id = %s", (payment_id,))
         return True
 
 
@@ -229,8 +236,8 @@ async def record_paid(
     one transaction. False when the answer was recorded already (a duplicate
     answer) or the payment is refunded (which the server's idempotent answers
     make impossible; the caller logs it)."""
-    async with conn.transaction():
-        cursor = await conn.execute(
+    async with unit_on(conn) as unit:
+        cursor = await unit.execute(
             "UPDATE payments SET server_answer = 'paid', server_payment_id = %s,"
             " answered_at = %s, session_token = NULL"
             " WHERE payment_id = %s AND state = 'succeeded' AND server_answer = 'pending'"
@@ -238,7 +245,7 @@ async def record_paid(
             (server_payment_id, now, payment_id),
         )
         changed = await cursor.fetchone() is not None
-        await conn.execute("DELETE FROM callback_outbox WHERE payment_id = %s", (payment_id,))
+        await unit.execute("DELETE FROM callback_outbox WHERE payment_id = %s", (payment_id,))
         return changed
 
 
