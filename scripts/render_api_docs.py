@@ -50,9 +50,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _type_of(field: descriptor_pb2.FieldDescriptorProto) -> str:
+def _type_of(field: descriptor_pb2.FieldDescriptorProto, package: str) -> str:
     name = field.type_name.lstrip(".") or _TYPE_NAMES.get(field.type, "?")
-    name = name.removeprefix("concert.v1.")
+    name = name.removeprefix(f"{package}.")
     if field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED:
         return f"repeated {name}"
     if field.proto3_optional:
@@ -180,16 +180,41 @@ def _render_reasons(files: list[descriptor_pb2.FileDescriptorProto]) -> list[str
     return [*out, ""]
 
 
+# The sandbox payment module's contract: its own section, after concert.v1's.
+_MODULE_PREAMBLE = """
+Generated from `protos/paymentmodule/v1/*.proto` by `scripts/gen`. The payment module is a
+process of its own (`python -m server.payment_module`, docs/booking.md): fans pay it, and it
+reports each payment to concert.v1's PaymentCallbackService. Its errors carry a
+`google.rpc.ErrorInfo` in the domain `paymentmodule.v1`.
+"""
+
+
 def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
-    own = [f for f in files if f.package == "concert.v1"]
-    out = ["# concert.v1 API reference", "", _PREAMBLE.strip(), ""]
+    out = _render_package(files, "concert.v1", "# concert.v1 API reference", _PREAMBLE)
+    module = _render_package(
+        files,
+        "paymentmodule.v1",
+        "# paymentmodule.v1 API reference (the sandbox payment module)",
+        _MODULE_PREAMBLE,
+    )
+    out += ["", *module]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _render_package(
+    files: list[descriptor_pb2.FileDescriptorProto], package: str, title: str, preamble: str
+) -> list[str]:
+    own = [f for f in files if f.package == package]
+    if not own:
+        return []
+    out = [title, "", preamble.strip(), ""]
     for file in own:
         comments = _comments(file)
         for s_index, service in enumerate(file.service):
             out += [f"## {service.name}", "", _dedent(comments.get((_SERVICE, s_index), "")), ""]
             for m_index, method in enumerate(service.method):
-                request = method.input_type.removeprefix(".concert.v1.")
-                response = method.output_type.removeprefix(".concert.v1.")
+                request = method.input_type.removeprefix(f".{package}.")
+                response = method.output_type.removeprefix(f".{package}.")
                 stream = "stream " if method.server_streaming else ""
                 out += [
                     f"### {service.name}.{method.name}",
@@ -199,8 +224,9 @@ def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
                     _dedent(comments.get((_SERVICE, s_index, _METHOD, m_index), "")),
                     "",
                 ]
-    out += _render_reasons(files)
-    out += ["## Messages", ""]
+    if package == "concert.v1":
+        out += _render_reasons(files)
+    out += ["## Messages" if package == "concert.v1" else f"## Messages ({package})", ""]
     for file in own:
         comments = _comments(file)
         for e_index, enum in enumerate(file.enum_type):
@@ -219,9 +245,9 @@ def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
             out += ["| field | type | meaning |", "| --- | --- | --- |"]
             for f_index, field in enumerate(message.field):
                 note = comments.get((_MESSAGE, m_index, _FIELD, f_index), "")
-                out.append(f"| `{field.name}` | `{_type_of(field)}` | {_one_line(note)} |")
+                out.append(f"| `{field.name}` | `{_type_of(field, package)}` | {_one_line(note)} |")
             out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NewType
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -30,8 +31,17 @@ ERROR_DOMAIN = "concert.v1"
 REASON_PREFIX = "ERROR_REASON_"
 
 
-def wire_reason(reason: ErrorReason) -> str:
+# A reason of another service's contract: the sandbox payment module
+# (server/payment_module, domain paymentmodule.v1) documents its own reasons in
+# its proto and raises them through the same error classes, wrapped in this
+# type so that no bare string can pass for a concert.v1 reason.
+ForeignReason = NewType("ForeignReason", str)
+
+
+def wire_reason(reason: ErrorReason | ForeignReason) -> str:
     """ErrorInfo.reason (and refund_reason) for an ErrorReason: its name without the prefix."""
+    if isinstance(reason, str):
+        return reason
     return ErrorReason.Name(reason).removeprefix(REASON_PREFIX)
 
 
@@ -48,7 +58,7 @@ class ServiceError(Exception):
 
     def __init__(
         self,
-        reason: ErrorReason,
+        reason: ErrorReason | ForeignReason,
         message: str,
         *,
         metadata: Mapping[str, str] | None = None,
@@ -62,10 +72,12 @@ class ServiceError(Exception):
         self.violations = tuple(violations)
         self.retry_after_seconds = retry_after_seconds
 
-    def to_status(self) -> grpc.Status:
+    def to_status(self, domain: str = ERROR_DOMAIN) -> grpc.Status:
+        """The status; `domain` names the service that answers (the sandbox
+        payment module answers in its own, paymentmodule.v1)."""
         details = [
             error_details_pb2.ErrorInfo(
-                reason=wire_reason(self.reason), domain=ERROR_DOMAIN, metadata=self.metadata
+                reason=wire_reason(self.reason), domain=domain, metadata=self.metadata
             )
         ]
         if self.violations:
@@ -101,7 +113,7 @@ class InvalidArgument(ServiceError):
     def __init__(
         self,
         violations: Iterable[FieldViolation],
-        reason: ErrorReason = ErrorReason.ERROR_REASON_INVALID_ARGUMENT,
+        reason: ErrorReason | ForeignReason = ErrorReason.ERROR_REASON_INVALID_ARGUMENT,
     ):
         violations = tuple(violations)
         fields = ", ".join(v.field for v in violations)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from concert.v1 import payment_callback_pb2
 from server import base64url
-from server.booking.module_auth import MODULE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from server.module_signing import MODULE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 MODULE = "sandbox"
 SECRET = b"a sandbox module's shared secret"

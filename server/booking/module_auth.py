@@ -3,28 +3,30 @@ timestamped call (the proto's comment says what is signed and how).
 
 A shared secret per module, not mutual TLS, because it works through any proxy
 and any transport, and it is what card acquirers' webhooks use. The timestamp
-bounds a replay of a captured call to MAX_SKEW; within it a replay changes
+bounds a replay of a captured call to module_signing.MAX_SKEW; within it a replay changes
 nothing anyway (the module payment id makes the call idempotent).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from concert.v1 import payment_callback_pb2
-from server import base64url
 from server.errors import ErrorReason, Unauthenticated
-from server.signing import read_keys_file
 
-MODULE_HEADER = "x-payment-module"
-TIMESTAMP_HEADER = "x-payment-module-timestamp"
-SIGNATURE_HEADER = "x-payment-module-signature"
-MAX_SKEW = timedelta(minutes=5)
+# The signed text and the MAC are shared with the sandbox module (server/module_signing.py).
+from server.module_signing import (
+    MODULE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    parse_timestamp,
+    signature_holds,
+    signed_text,
+)
+from server.signing import read_keys_file
 
 
 @dataclass(frozen=True)
@@ -42,32 +44,6 @@ class ModuleSecrets:
         return cls({key.kid: key.secret for key in keys})
 
 
-def signed_text(
-    module_id: str, timestamp: int, request: payment_callback_pb2.ConfirmModulePaymentRequest
-) -> bytes:
-    return "\n".join(
-        (
-            module_id,
-            str(timestamp),
-            request.module_payment_id,
-            request.reservation_id,
-            str(request.amount),
-            request.session_token,
-        )
-    ).encode()
-
-
-def sign(
-    secret: bytes,
-    module_id: str,
-    timestamp: int,
-    request: payment_callback_pb2.ConfirmModulePaymentRequest,
-) -> str:
-    """The signature a module sends (the server's check, and a module's client, use it)."""
-    mac = hmac.new(secret, signed_text(module_id, timestamp, request), hashlib.sha256)
-    return base64url.encode(mac.digest())
-
-
 def authenticate_module(
     secrets: ModuleSecrets,
     now: datetime,
@@ -79,18 +55,13 @@ def authenticate_module(
     headers = {key: value for key, value in metadata if isinstance(value, str)}
     module_id = headers.get(MODULE_HEADER, "")
     secret = secrets.secrets.get(module_id)
-    try:
-        timestamp = int(headers.get(TIMESTAMP_HEADER, ""))
-    except ValueError:
-        timestamp = None
+    timestamp = parse_timestamp(headers.get(TIMESTAMP_HEADER, ""))
     signature = headers.get(SIGNATURE_HEADER, "")
-    fresh = timestamp is not None and abs(now.timestamp() - timestamp) <= MAX_SKEW.total_seconds()
     if (
         secret is None
         or timestamp is None
-        or not fresh
-        or not hmac.compare_digest(
-            sign(secret, module_id, timestamp, request).encode(), signature.encode()
+        or not signature_holds(
+            secret, signed_text(module_id, timestamp, request), signature, timestamp, now
         )
     ):
         raise Unauthenticated(

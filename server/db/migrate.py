@@ -39,9 +39,14 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations() -> list[Migration]:
+# The server's own migrations; the sandbox payment module keeps its own
+# (server/payment_module/migrations) for a database of its own.
+SERVER_MIGRATIONS = "server.db.migrations"
+
+
+def load_migrations(package: str = SERVER_MIGRATIONS) -> list[Migration]:
     found = []
-    for entry in resources.files("server.db.migrations").iterdir():
+    for entry in resources.files(package).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
@@ -52,12 +57,15 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: AsyncConnection, *, up_to: int | None = None) -> list[int]:
+async def migrate(
+    conn: AsyncConnection, *, up_to: int | None = None, package: str = SERVER_MIGRATIONS
+) -> list[int]:
     """Apply pending migrations on an autocommit connection; return the versions applied.
 
     up_to: stop after that version (tests build a database of an older schema).
+    package: where the migration files are (another service's own database).
     """
-    migrations = [m for m in load_migrations() if up_to is None or m.version <= up_to]
+    migrations = [m for m in load_migrations(package) if up_to is None or m.version <= up_to]
     await conn.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATIONS_LOCK)
     try:
         await conn.execute(

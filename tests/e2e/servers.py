@@ -71,12 +71,14 @@ def start_server(
     *,
     with_metrics: bool = False,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ServerProcess:
     """Start one server process (not waiting for it: see ServerProcess.wait_ready).
 
     database_url None: the embedded PostgreSQL, in extra_env's CONCERT_DATA_DIR.
+    port: a given one (a restart where its clients expect it); None: a free one.
     """
-    port = free_port()
+    port = port or free_port()
     metrics_port = free_port() if with_metrics else None
     env = {
         key: value
