@@ -40,7 +40,7 @@ from server.db.unit_of_work import (
     UnitOfWork,
     unit_of_work,
 )
-from server.errors import ErrorReason, Unauthenticated, Violations, wire_reason
+from server.errors import ErrorReason, Violations, wire_reason
 from server.queue.store import TOKEN_COLUMNS, token_row
 from server.validation import parse_uuid
 
@@ -119,6 +119,15 @@ async def confirm_module_payment(
         )
         if (replay := await unit.replayed(record, inserted)) is not None:
             return replay
+        if user_id is None:  # no fan to sell to; retrying would not change it
+            return await _ask_for_refund(
+                unit,
+                record,
+                module_id,
+                reservation_id,
+                None,
+                ErrorReason.ERROR_REASON_INVALID_CREDENTIALS,
+            )
         token = token_row(tokens)
         # The token found is the one locked: say so, so that ending it with the
         # sale is known to take nothing new.
@@ -169,16 +178,15 @@ async def confirm_module_payment(
     return response
 
 
-def _payer(ctx: ServiceContext, session_token: str) -> uuid.UUID:
+def _payer(ctx: ServiceContext, session_token: str) -> uuid.UUID | None:
     """The fan a callback names. The session may have expired since the fan paid
     (a callback delayed or retried for a while): it still says who paid, up to
     PROOF_MAX_AGE, since the module, not the fan, is the caller here; the hold
-    decides whether the payment is kept."""
+    decides whether the payment is kept. None: the credential names no fan
+    (forged, or expired too long ago)."""
     session = verify_session(ctx.signer, session_token, ctx.clock.now(), expired_for=PROOF_MAX_AGE)
     if session is None:
-        raise Unauthenticated(
-            ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, "the fan's session credential is invalid"
-        )
+        return None
     return session.user_id
 
 
@@ -201,7 +209,7 @@ async def _ask_for_refund(
     record: RequestRecord[payment_callback_pb2.ConfirmModulePaymentResponse],
     module_id: str,
     reservation_id: uuid.UUID,
-    user_id: uuid.UUID,
+    user_id: uuid.UUID | None,
     reason: ErrorReason,
 ) -> payment_callback_pb2.ConfirmModulePaymentResponse:
     """Record the refund request with the answer, so a retry gets the same one;

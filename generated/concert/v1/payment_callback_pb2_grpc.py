@@ -90,14 +90,15 @@ class PaymentCallbackServiceServicer:
 
     def ConfirmModulePayment(self, request, context):
         """ConfirmModulePayment records a payment a module took for a reservation,
-        or tells the module to refund it.
+        or tells the module to refund it. A session_token the server did not
+        sign (forged, or expired more than 30 days ago) names no fan: the answer is
+        REFUND with INVALID_CREDENTIALS, since retrying cannot make it valid and
+        the money must not stay taken. One expired less long still names the fan:
+        the hold, not the session, decides whether the payment is kept.
 
         Errors (none of them asks the module to refund; it retries them):
         - UNAUTHENTICATED (reason MODULE_SIGNATURE_INVALID): the module is not
         configured, or the timestamp or signature is missing, stale or wrong.
-        - UNAUTHENTICATED (reason INVALID_CREDENTIALS): the fan's session token is
-        not one the server signed (one expired up to 30 days ago still names the
-        fan: the hold, not the session, decides whether the payment is kept).
         - INVALID_ARGUMENT: a malformed field, or a module_payment_id reused with
         other fields (reason REQUEST_ID_REUSED, naming module_payment_id).
         """
