@@ -84,7 +84,7 @@ def language_of(plugin: dict[str, Any]) -> str:
 
 def generate(language: str, out: Path, env: dict[str, str] | None = None) -> Path:
     """buf.gen.yaml's plugins for one language, run into out (as `buf generate -o out`)."""
-    plugins = [p for p in buf_gen_plugins() if language_of(p) == language]
+    plugins = [_in_this_venv(p) for p in buf_gen_plugins() if language_of(p) == language]
     assert plugins, f"buf.gen.yaml has no plugin for {language}"
     template = {"version": "v2", "inputs": [{"directory": "protos"}], "plugins": plugins}
     run(
@@ -94,6 +94,14 @@ def generate(language: str, out: Path, env: dict[str, str] | None = None) -> Pat
         what=f"buf generate ({language})",
     )
     return out
+
+
+def _in_this_venv(plugin: dict[str, Any]) -> dict[str, Any]:
+    """Plugins buf.gen.yaml runs with .venv's Python run with this one (CONCERT_VENV)."""
+    local = plugin.get("local")
+    if isinstance(local, list) and local[0] == ".venv/bin/python":
+        return {**plugin, "local": [sys.executable, *local[1:]]}
+    return plugin
 
 
 def _replace_gen(language: str, scratch: Path) -> Path:
