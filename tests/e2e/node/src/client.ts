@@ -13,7 +13,7 @@ import {
   Metadata,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { asFailure, type Failure, type Reason } from './errors';
+import { asFailure, type Reason } from './errors';
 
 /** Channel options that apply a service config (protos/concert/v1/service_config.json). */
 export function channelOptions(serviceConfigPath: string): Partial<ClientOptions> {
@@ -106,7 +106,7 @@ export async function honouringRetryInfo<T>(
     try {
       return await attempt();
     } catch (error) {
-      const failure = asFailure(error) as Failure;
+      const failure = asFailure(error);
       const reason = failure.knownReason();
       if (tries >= maxAttempts || reason === undefined || !waitOn.includes(reason)) throw failure;
       await new Promise((done) => setTimeout(done, failure.retryDelayMs ?? 1000));
