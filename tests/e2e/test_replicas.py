@@ -166,6 +166,10 @@ class LockSampler(threading.Thread):
                 rows = conn.execute(
                     "SELECT objid, count(*) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND classid = %s AND objsubid = 2"
+                    # Advisory locks are per database: other databases on the
+                    # same server (another suite's) hold the same keys.
+                    "   AND database = (SELECT oid FROM pg_database"
+                    "                    WHERE datname = current_database())"
                     " GROUP BY objid",
                     (int(LockNamespace.JOBS),),
                 ).fetchall()
