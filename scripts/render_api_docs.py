@@ -65,9 +65,25 @@ database is unreachable or overloaded; retrying is safe with the same `request_i
 """
 
 
+_EVOLUTION = """
+## How the contract evolves
+
+`concert.v1` changes only additively: new fields, methods, messages and enum values.
+`scripts/lint`, and so CI, runs `buf breaking` against the released contract
+(`protos/released/contract.binpb`) and fails a retyped, renumbered or removed field
+or a removed or renamed method. A breaking change comes as a new package version,
+`concert.v2`, served beside `concert.v1` until v1's clients have moved
+(docs/deploy.md, "Contract changes"). Clients must ignore fields they do not know.
+
+Every proto file sets the options other languages' generators need (Go
+`github.com/concert-tickets/reservation/gen/go/concert/v1;concertv1`, Java
+`com.concert.v1` with one class per message, C# `Concert.V1`, ...).
+"""
+
+
 def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
     own = [f for f in files if f.package == "concert.v1"]
-    out = ["# concert.v1 API reference", "", _PREAMBLE.strip(), ""]
+    out = ["# concert.v1 API reference", "", _PREAMBLE.strip(), "", _EVOLUTION.strip(), ""]
     for file in own:
         comments = _comments(file)
         for s_index, service in enumerate(file.service):
