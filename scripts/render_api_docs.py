@@ -77,7 +77,10 @@ or a removed or renamed method. A breaking change comes as a new package version
 
 Every proto file sets the options other languages' generators need (Go
 `github.com/concert-tickets/reservation/gen/go/concert/v1;concertv1`, Java
-`com.concert.v1` with one class per message, C# `Concert.V1`, ...).
+`com.concert.v1` with one class per message, C# `Concert.V1`, ...). The server
+answers reflection as `grpc.reflection.v1` and `grpc.reflection.v1alpha`, with
+the protos' comments; `generated/concert/v1/concert.v1.protoset` holds the same
+descriptors for tools that read a protoset (`grpcurl -protoset`).
 """
 
 
