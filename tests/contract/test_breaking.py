@@ -1,7 +1,7 @@
 """`scripts/contract breaking` (in scripts/lint) fails a breaking change, passes an additive one.
 
 Each test changes a copy of protos/ and runs the script on it, against the
-repository's released image (protos/released/contract.binpb).
+released image the copy carries (a copy of protos/released/contract.binpb).
 """
 
 from __future__ import annotations
@@ -17,13 +17,26 @@ from tests.contract.conftest import ROOT, edit
 RELEASED = ROOT / "protos/released/contract.binpb"
 
 
-def breaking(protos: Path) -> subprocess.CompletedProcess[str]:
+def contract(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / "scripts/contract"), "breaking", str(protos)],
+        [str(ROOT / "scripts/contract"), *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+    )
+
+
+def breaking(protos: Path) -> subprocess.CompletedProcess[str]:
+    return contract("breaking", str(protos))
+
+
+def add_charge_time(protos: Path) -> None:
+    edit(
+        protos / "concert/v1/wallet.proto",
+        "  int64 ledger_entry_id = 3;\n}",
+        "  int64 ledger_entry_id = 3;\n  // When the charge was written.\n"
+        "  google.protobuf.Timestamp charge_time = 4;\n}",
     )
 
 
@@ -92,12 +105,7 @@ def test_a_breaking_change_fails(
 
 def test_an_additive_change_passes(protos: Path) -> None:
     wallet = protos / "concert/v1/wallet.proto"
-    edit(
-        wallet,
-        "  int64 ledger_entry_id = 3;\n}",
-        "  int64 ledger_entry_id = 3;\n  // When the charge was written.\n"
-        "  google.protobuf.Timestamp charge_time = 4;\n}",
-    )
+    add_charge_time(protos)
     edit(
         wallet,
         "  rpc GetBalance(GetBalanceRequest) returns (GetBalanceResponse);\n",
@@ -130,3 +138,30 @@ def test_a_new_package_version_beside_v1_passes(protos: Path) -> None:
     (v2 / "wallet.proto").write_text(wallet)
     checked = breaking(protos)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_release_makes_additions_promises(protos: Path) -> None:
+    add_charge_time(protos)
+    released = contract("release", str(protos))
+    assert released.returncode == 0, released.stderr
+    assert protos.joinpath("released/contract.binpb").read_bytes() != RELEASED.read_bytes()
+    edit(
+        protos / "concert/v1/wallet.proto",
+        "  google.protobuf.Timestamp charge_time = 4;\n",
+        "",
+    )
+    checked = breaking(protos)
+    assert checked.returncode != 0
+    assert 'Previously present field "4" with name "charge_time"' in checked.stdout
+
+
+def test_a_release_refuses_a_breaking_contract_unless_told(protos: Path) -> None:
+    edit(protos / "concert/v1/concert.proto", "  int32 total_seat_count = 5;", "")
+    refused = contract("release", str(protos))
+    assert refused.returncode == 1
+    assert "breaks the released contract; not recorded" in refused.stderr
+    assert protos.joinpath("released/contract.binpb").read_bytes() == RELEASED.read_bytes()
+
+    accepted = contract("release", "--accept-breaking", str(protos))
+    assert accepted.returncode == 0, accepted.stderr
+    assert breaking(protos).returncode == 0
