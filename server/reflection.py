@@ -1,7 +1,7 @@
 """Server reflection: grpc.reflection.v1 beside v1alpha, answering with the protos' comments.
 
-grpcio-reflection (1.85) ships only `grpc.reflection.v1alpha`; newer tools (grpcurl
-1.9, Postman, grpcui) ask for `grpc.reflection.v1` first. The two protocols are the
+grpcio-reflection (1.85) ships only `grpc.reflection.v1alpha`; newer clients (grpcurl
+from 1.9 on, for one) ask for `grpc.reflection.v1` first. The two protocols are the
 same messages under another package name (grpc/grpc-proto's v1/reflection.proto is
 v1alpha's, renamed), so one servicer, the library's, answers both: the v1 method
 is registered with v1alpha's (de)serializers, which read and write the same bytes.
