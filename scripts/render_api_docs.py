@@ -189,8 +189,29 @@ reports each payment to concert.v1's PaymentCallbackService. Its errors carry a
 """
 
 
+_EVOLUTION = """
+## How the contract evolves
+
+`concert.v1` changes only additively: new fields, methods, messages and enum values.
+`scripts/lint`, and so CI, runs `buf breaking` against the released contract
+(`protos/released/contract.binpb`) and fails a retyped, renumbered or removed field
+or a removed or renamed method. A breaking change comes as a new package version,
+`concert.v2`, served beside `concert.v1` until v1's clients have moved
+(docs/deploy.md, "Contract changes"). Clients must ignore fields they do not know.
+
+Every proto file sets the options other languages' generators need (Go
+`github.com/concert-tickets/reservation/gen/go/concert/v1;concertv1`, Java
+`com.concert.v1` with one class per message, C# `Concert.V1`, ...). The server
+answers reflection as `grpc.reflection.v1` and `grpc.reflection.v1alpha`, with
+the protos' comments; `generated/concert/v1/concert.v1.protoset` holds the same
+descriptors for tools that read a protoset (`grpcurl -protoset`).
+"""
+
+
 def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
-    out = _render_package(files, "concert.v1", "# concert.v1 API reference", _PREAMBLE)
+    out = _render_package(
+        files, "concert.v1", "# concert.v1 API reference", _PREAMBLE + "\n" + _EVOLUTION
+    )
     module = _render_package(
         files,
         "paymentmodule.v1",

@@ -16,7 +16,6 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from psycopg import AsyncConnection
 
 from concert.v1 import (
@@ -53,6 +52,7 @@ from server.observability.interceptor import ObservabilityLayer
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
 from server.queue.runtime import QueueRuntime
+from server.reflection import enable_reflection
 from server.security.call_limit import CallLimitLayer
 from server.security.request_limits import (
     LARGEST_REQUEST_BYTES,
@@ -261,12 +261,8 @@ async def build_app(
         api.register_all(server, ctx, features)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             server,
         )
         credentials = server_credentials(settings)

@@ -83,6 +83,19 @@ def test_reflection_lists_every_service(grpcurl: Grpcurl) -> None:
         assert f"concert.v1.{service}Service" in listed
 
 
+def test_reflection_describes_with_the_protos_comments(grpcurl: Grpcurl) -> None:
+    described = subprocess.run(
+        [str(GRPCURL), "-plaintext", grpcurl.address, "describe", "concert.v1.PaymentService"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "rpc Pay ( .concert.v1.PayRequest ) returns ( .concert.v1.PayResponse );" in described
+    assert "// PaymentService" in described
+    assert "Errors:" in described
+
+
 def test_account_sign_up_and_sign_in(grpcurl: Grpcurl) -> None:
     email = f"Fan-{uuid.uuid4().hex[:8]}@Example.com"
     request_id = str(uuid.uuid4())

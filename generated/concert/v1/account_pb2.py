@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63oncert/v1/account.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"a\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x1e\n\x16previous_session_token\x18\x03 \x01(\t\"i\n\x0eSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x92\x01\n\x0e\x41\x63\x63ountService\x12?\n\x06SignUp\x12\x19.concert.v1.SignUpRequest\x1a\x1a.concert.v1.SignUpResponse\x12?\n\x06SignIn\x12\x19.concert.v1.SignInRequest\x1a\x1a.concert.v1.SignInResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63oncert/v1/account.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"a\n\x0eSignUpResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x1e\n\x16previous_session_token\x18\x03 \x01(\t\"i\n\x0eSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x92\x01\n\x0e\x41\x63\x63ountService\x12?\n\x06SignUp\x12\x19.concert.v1.SignUpRequest\x1a\x1a.concert.v1.SignUpResponse\x12?\n\x06SignIn\x12\x19.concert.v1.SignInRequest\x1a\x1a.concert.v1.SignInResponseB\x92\x01\n\x0e\x63om.concert.v1B\x0c\x41\x63\x63ountProtoP\x01ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\xa2\x02\x03\x43XX\xaa\x02\nConcert.V1\xca\x02\nConcert\\V1\xea\x02\x0b\x43oncert::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concert.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016com.concert.v1B\014AccountProtoP\001ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\242\002\003CXX\252\002\nConcert.V1\312\002\nConcert\\V1\352\002\013Concert::V1'
   _globals['_SIGNUPREQUEST']._serialized_start=73
   _globals['_SIGNUPREQUEST']._serialized_end=141
   _globals['_SIGNUPRESPONSE']._serialized_start=143

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from concert.v1 import payment_pb2 as concert_dot_v1_dot_payment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!concert/v1/payment_callback.proto\x12\nconcert.v1\x1a\x18\x63oncert/v1/payment.proto\"w\n\x1b\x43onfirmModulePaymentRequest\x12\x19\n\x11module_payment_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x15\n\rsession_token\x18\x04 \x01(\t\"\x8e\x01\n\x1c\x43onfirmModulePaymentResponse\x12\x31\n\x07outcome\x18\x01 \x01(\x0e\x32 .concert.v1.ModulePaymentOutcome\x12$\n\x07payment\x18\x02 \x01(\x0b\x32\x13.concert.v1.Payment\x12\x15\n\rrefund_reason\x18\x03 \x01(\t*\x82\x01\n\x14ModulePaymentOutcome\x12&\n\"MODULE_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMODULE_PAYMENT_OUTCOME_PAID\x10\x01\x12!\n\x1dMODULE_PAYMENT_OUTCOME_REFUND\x10\x02\x32\x83\x01\n\x16PaymentCallbackService\x12i\n\x14\x43onfirmModulePayment\x12\'.concert.v1.ConfirmModulePaymentRequest\x1a(.concert.v1.ConfirmModulePaymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!concert/v1/payment_callback.proto\x12\nconcert.v1\x1a\x18\x63oncert/v1/payment.proto\"w\n\x1b\x43onfirmModulePaymentRequest\x12\x19\n\x11module_payment_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x15\n\rsession_token\x18\x04 \x01(\t\"\x8e\x01\n\x1c\x43onfirmModulePaymentResponse\x12\x31\n\x07outcome\x18\x01 \x01(\x0e\x32 .concert.v1.ModulePaymentOutcome\x12$\n\x07payment\x18\x02 \x01(\x0b\x32\x13.concert.v1.Payment\x12\x15\n\rrefund_reason\x18\x03 \x01(\t*\x82\x01\n\x14ModulePaymentOutcome\x12&\n\"MODULE_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMODULE_PAYMENT_OUTCOME_PAID\x10\x01\x12!\n\x1dMODULE_PAYMENT_OUTCOME_REFUND\x10\x02\x32\x83\x01\n\x16PaymentCallbackService\x12i\n\x14\x43onfirmModulePayment\x12\'.concert.v1.ConfirmModulePaymentRequest\x1a(.concert.v1.ConfirmModulePaymentResponseB\x9a\x01\n\x0e\x63om.concert.v1B\x14PaymentCallbackProtoP\x01ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\xa2\x02\x03\x43XX\xaa\x02\nConcert.V1\xca\x02\nConcert\\V1\xea\x02\x0b\x43oncert::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concert.v1.payment_callback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016com.concert.v1B\024PaymentCallbackProtoP\001ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\242\002\003CXX\252\002\nConcert.V1\312\002\nConcert\\V1\352\002\013Concert::V1'
   _globals['_MODULEPAYMENTOUTCOME']._serialized_start=342
   _globals['_MODULEPAYMENTOUTCOME']._serialized_end=472
   _globals['_CONFIRMMODULEPAYMENTREQUEST']._serialized_start=75

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncert/v1/wallet.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\rChargeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x0e\x43hargeResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0fledger_entry_id\x18\x03 \x01(\x03\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"g\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9d\x01\n\rWalletService\x12?\n\x06\x43harge\x12\x19.concert.v1.ChargeRequest\x1a\x1a.concert.v1.ChargeResponse\x12K\n\nGetBalance\x12\x1d.concert.v1.GetBalanceRequest\x1a\x1e.concert.v1.GetBalanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncert/v1/wallet.proto\x12\nconcert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\rChargeRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x0e\x43hargeResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0fledger_entry_id\x18\x03 \x01(\x03\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"g\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9d\x01\n\rWalletService\x12?\n\x06\x43harge\x12\x19.concert.v1.ChargeRequest\x1a\x1a.concert.v1.ChargeResponse\x12K\n\nGetBalance\x12\x1d.concert.v1.GetBalanceRequest\x1a\x1e.concert.v1.GetBalanceResponseB\x91\x01\n\x0e\x63om.concert.v1B\x0bWalletProtoP\x01ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\xa2\x02\x03\x43XX\xaa\x02\nConcert.V1\xca\x02\nConcert\\V1\xea\x02\x0b\x43oncert::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concert.v1.wallet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\016com.concert.v1B\013WalletProtoP\001ZBgithub.com/concert-tickets/reservation/gen/go/concert/v1;concertv1\242\002\003CXX\252\002\nConcert.V1\312\002\nConcert\\V1\352\002\013Concert::V1'
   _globals['_CHARGEREQUEST']._serialized_start=72
   _globals['_CHARGEREQUEST']._serialized_end=140
   _globals['_CHARGERESPONSE']._serialized_start=142
