@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -9,30 +10,16 @@ from pathlib import Path
 import protoset
 from google.protobuf import descriptor_pb2
 
-from concert.v1 import (
-    account_pb2,
-    admin_pb2,
-    concert_pb2,
-    payment_callback_pb2,
-    payment_pb2,
-    queue_pb2,
-    reservation_pb2,
-    wallet_pb2,
-)
 from server.reflection import read_protoset
 from tests.contract.conftest import ROOT
 
 PROTOSET = ROOT / "generated/concert/v1/concert.v1.protoset"
 GRPCURL = Path(sys.executable).with_name("grpcurl")
-MODULES = (
-    account_pb2,
-    admin_pb2,
-    concert_pb2,
-    payment_callback_pb2,
-    payment_pb2,
-    queue_pb2,
-    reservation_pb2,
-    wallet_pb2,
+# Every generated message module of concert.v1, found on disk (a new proto
+# file is covered without editing this list).
+MODULES = tuple(
+    importlib.import_module(f"concert.v1.{path.stem}")
+    for path in sorted((ROOT / "generated/concert/v1").glob("*_pb2.py"))
 )
 
 

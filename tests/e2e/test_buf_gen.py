@@ -13,13 +13,18 @@ from pathlib import Path
 from tests.e2e.toolchains import REPOSITORY, buf_gen_plugins, generate, language_of
 
 PACKAGE_MARKERS = {"__init__.py"}
+# scripts/gen also writes the protoset reflection serves: not a plugin's output.
+NOT_FROM_PLUGINS = {".protoset"}
 
 
 def _files(root: Path) -> dict[str, bytes]:
     return {
         path.relative_to(root).as_posix(): path.read_bytes()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and path.name not in PACKAGE_MARKERS
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.name not in PACKAGE_MARKERS
+        and path.suffix not in NOT_FROM_PLUGINS
     }
 
 
