@@ -43,3 +43,24 @@ def test_buf_gen_yaml_writes_only_generated_and_gen() -> None:
     languages = {language_of(plugin) for plugin in buf_gen_plugins()}
     assert languages == {"python", "ts", "go"}
     assert "gen/" in (REPOSITORY / ".gitignore").read_text().splitlines()
+
+
+def test_every_proto_has_a_go_import_path() -> None:
+    # protoc-gen-go refuses a file with neither a go_package option nor an M
+    # option naming it (error_reason.proto once had neither, and the Go client
+    # stopped building): say which file, without needing the Go toolchain.
+    protos = REPOSITORY / "protos"
+    go_options = {
+        opt
+        for plugin in buf_gen_plugins()
+        if language_of(plugin) == "go"
+        for opt in plugin.get("opt", [])
+    }
+    mapped = {opt[1:].split("=", 1)[0] for opt in go_options if opt.startswith("M")}
+    missing = [
+        name
+        for path in sorted(protos.rglob("*.proto"))
+        if (name := path.relative_to(protos).as_posix()) not in mapped
+        and "option go_package" not in path.read_text()
+    ]
+    assert missing == [], f"buf.gen.yaml's Go plugins have no M option for {missing}"

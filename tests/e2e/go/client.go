@@ -28,9 +28,10 @@ func as(ctx context.Context, credential string) context.Context {
 }
 
 // honouringRetryInfo retries attempt after the delay the server's RetryInfo
-// gives, for the reasons where waiting helps (the channel's retries cover
-// UNAVAILABLE but cannot read RetryInfo); other failures return at once.
-func honouringRetryInfo[T any](attempt func() (T, error), waitOn ...Reason) (T, error) {
+// gives, where the client guide says waiting helps (waitingHelps; the
+// channel's retries cover UNAVAILABLE but cannot read RetryInfo); other
+// failures return at once.
+func honouringRetryInfo[T any](attempt func() (T, error)) (T, error) {
 	for tries := 1; ; tries++ {
 		answer, err := attempt()
 		if err == nil || tries >= 5 {
@@ -40,11 +41,7 @@ func honouringRetryInfo[T any](attempt func() (T, error), waitOn ...Reason) (T, 
 		if other != nil {
 			return answer, other
 		}
-		waits := false
-		for _, reason := range waitOn {
-			waits = waits || failure.Reason == reason
-		}
-		if !waits {
+		if !waitingHelps(failure) {
 			return answer, failure
 		}
 		delay := time.Second

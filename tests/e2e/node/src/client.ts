@@ -13,7 +13,7 @@ import {
   Metadata,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { asFailure, type Reason } from './errors';
+import { asFailure, waitingHelps } from './errors';
 
 /** Channel options that apply a service config (protos/concert/v1/service_config.json). */
 export function channelOptions(serviceConfigPath: string): Partial<ClientOptions> {
@@ -93,22 +93,18 @@ export function collect<Req, Res>(method: StreamMethod<Req, Res>, request: Req, 
 }
 
 /**
- * Retries a call after the delay the server's RetryInfo gives, for the reasons
- * where the client guide says waiting helps (the channel's own retries cover
- * UNAVAILABLE, but cannot read RetryInfo). Other failures are thrown at once.
+ * Retries a call after the delay the server's RetryInfo gives, where the
+ * client guide says waiting helps (waitingHelps; the channel's own retries
+ * cover UNAVAILABLE, but cannot read RetryInfo). Other failures are thrown at
+ * once.
  */
-export async function honouringRetryInfo<T>(
-  attempt: () => Promise<T>,
-  waitOn: readonly Reason[],
-  maxAttempts = 5,
-): Promise<T> {
+export async function honouringRetryInfo<T>(attempt: () => Promise<T>, maxAttempts = 5): Promise<T> {
   for (let tries = 1; ; tries += 1) {
     try {
       return await attempt();
     } catch (error) {
       const failure = asFailure(error);
-      const reason = failure.knownReason();
-      if (tries >= maxAttempts || reason === undefined || !waitOn.includes(reason)) throw failure;
+      if (tries >= maxAttempts || !waitingHelps(failure)) throw failure;
       await new Promise((done) => setTimeout(done, failure.retryDelayMs ?? 1000));
     }
   }
