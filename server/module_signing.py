@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from concert.v1 import payment_callback_pb2
 from server import base64url
+from server.config import _listen_address
 
 MODULE_HEADER = "x-payment-module"
 TIMESTAMP_HEADER = "x-payment-module-timestamp"
@@ -59,6 +61,29 @@ def refund_text(module_id: str, timestamp: int, payment_id: str, request_id: str
     return "\n".join(("refund", module_id, str(timestamp), payment_id, request_id)).encode()
 
 
+def list_text(
+    module_id: str,
+    timestamp: int,
+    start_micros: int | None,
+    end_micros: int | None,
+    page_size: int,
+    page_token: str,
+) -> bytes:
+    """What a ListPayments request's signature covers (paymentmodule.v1
+    ListPayments' comment): the window as Unix microseconds, empty when unset."""
+    return "\n".join(
+        (
+            "list",
+            module_id,
+            str(timestamp),
+            "" if start_micros is None else str(start_micros),
+            "" if end_micros is None else str(end_micros),
+            str(page_size),
+            page_token,
+        )
+    ).encode()
+
+
 def mac(secret: bytes, text: bytes) -> str:
     return base64url.encode(hmac.new(secret, text, hashlib.sha256).digest())
 
@@ -77,3 +102,39 @@ def parse_timestamp(value: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One line of a payment modules file: a module, its shared secret, and
+    where the merchant reaches it (None: the merchant never calls it)."""
+
+    module_id: str
+    secret: bytes
+    address: str | None
+
+
+def parse_module_lines(text: str, source: str) -> list[ModuleEntry]:
+    """A payment modules file (CONCERT_PAYMENT_MODULE_SECRETS_FILE, and the
+    module's own CONCERT_PAYMENT_MODULE_SECRET_FILE): one
+    `<module id> <base64url secret> [HOST:PORT]` per line; blank lines and
+    `#` comments skipped. The address is optional so that files written
+    before it existed still read the same."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            if len(fields) not in (2, 3):
+                raise ValueError
+            secret = base64url.decode(fields[1])
+            address = _listen_address(fields[2]) if len(fields) == 3 else None
+        except ValueError:
+            raise ValueError(
+                f"{source}:{number}: expected '<module id> <base64url secret> [HOST:PORT]'"
+            ) from None
+        entries.append(ModuleEntry(fields[0], secret, address))
+    if not entries:
+        raise ValueError(f"{source}: no payment module")
+    return entries

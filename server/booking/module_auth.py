@@ -22,26 +22,32 @@ from server.module_signing import (
     MODULE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    parse_module_lines,
     parse_timestamp,
     signature_holds,
     signed_text,
 )
-from server.signing import read_keys_file
 
 
 @dataclass(frozen=True)
 class ModuleSecrets:
-    """The configured modules' shared secrets, by module id (none: nobody may call)."""
+    """The configured modules' shared secrets, by module id (none: nobody may call),
+    and the addresses of those the server calls (RefundPayment, ListPayments)."""
 
     secrets: Mapping[str, bytes] = field(default_factory=dict)
+    addresses: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: Path | None) -> ModuleSecrets:
-        """CONCERT_PAYMENT_MODULE_SECRETS_FILE: `<module id> <base64url secret>` per line."""
+        """CONCERT_PAYMENT_MODULE_SECRETS_FILE: `<module id> <base64url secret> [HOST:PORT]`
+        per line (module_signing.parse_module_lines)."""
         if path is None:
             return cls()
-        keys, _ = read_keys_file(path)
-        return cls({key.kid: key.secret for key in keys})
+        entries = parse_module_lines(path.read_text(), str(path))
+        return cls(
+            {entry.module_id: entry.secret for entry in entries},
+            {entry.module_id: entry.address for entry in entries if entry.address},
+        )
 
 
 def authenticate_module(

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from paymentmodule.v1 import payment_module_pb2 as pb
@@ -22,12 +23,17 @@ from server.clock import Clock
 from server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from server.payment_module import reasons, store
 from server.payment_module.cards import TEST_CARDS, SandboxPolicy
-from server.validation import parse_uuid
+from server.validation import decode_page_token, encode_page_token, parse_page_size, parse_uuid
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 MAX_AMOUNT = 10_000_000_000
 MAX_SESSION_TOKEN = 2048
 REFUND_REQUESTED = "REFUND_REQUESTED"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ListPayments' window: from the epoch to the end of year 9999 (what a datetime holds).
+_MIN_MICROS = 0
+_MAX_MICROS = 253_402_300_799_999_999
+_TOKEN_KEYS = frozenset({"start", "end", "at", "id"})
 
 _STATES = {
     "succeeded": pb.MODULE_PAYMENT_STATE_SUCCEEDED,
@@ -156,6 +162,70 @@ class ModulePayments:
                 "the server recorded this payment and sold the seat; it cannot be refunded here",
             )
         return payment_message(row)
+
+    async def list_payments(self, request: pb.ListPaymentsRequest) -> pb.ListPaymentsResponse:
+        """A page of the book by creation time (already authenticated)."""
+        violations = Violations()
+        start, end = window_micros(request)
+        for field, micros in (("start_time", start), ("end_time", end)):
+            if micros is not None and not _MIN_MICROS <= micros <= _MAX_MICROS:
+                violations.add(field, "must be from year 1970 to 9999")
+        if start is not None and end is not None and end <= start:
+            violations.add("end_time", "must be after start_time")
+        page_size = parse_page_size(violations, request.page_size)
+        position = decode_page_token(violations, request.page_token, _TOKEN_KEYS)
+        after = None
+        if position is not None:
+            try:
+                if (position["start"], position["end"]) != (start, end):
+                    raise ValueError
+                after = (_datetime(int(position["at"])), uuid.UUID(str(position["id"])))
+            except (ValueError, TypeError, OverflowError):
+                violations.add("page_token", "not a page token this method returned")
+        violations.raise_if_any()
+        async with self.pool.connection() as conn:
+            rows = await store.list_payments(
+                conn,
+                None if start is None else _datetime(start),
+                None if end is None else _datetime(end),
+                after,
+                page_size + 1,  # one more: is there a next page?
+            )
+        response = pb.ListPaymentsResponse(
+            payments=[payment_message(row) for row in rows[:page_size]]
+        )
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            response.next_page_token = encode_page_token(
+                {
+                    "start": start,
+                    "end": end,
+                    "at": _micros_of(last.created_at),
+                    "id": str(last.payment_id),
+                }
+            )
+        return response
+
+
+def window_micros(request: pb.ListPaymentsRequest) -> tuple[int | None, int | None]:
+    """ListPayments' window as Unix microseconds (None: unset), as it is signed."""
+    return (
+        _timestamp_micros(request.start_time) if request.HasField("start_time") else None,
+        _timestamp_micros(request.end_time) if request.HasField("end_time") else None,
+    )
+
+
+def _timestamp_micros(stamp: timestamp_pb2.Timestamp) -> int:
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+def _micros_of(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _datetime(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def payment_message(row: store.PaymentRow) -> pb.ModulePayment:

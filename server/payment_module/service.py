@@ -3,7 +3,7 @@ proto order) and the layer that turns every failure into a precise status."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +17,14 @@ from server.interceptors import Call, Layer, MethodInfo, UnaryProceed, as_servic
 from server.module_signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    list_text,
     parse_timestamp,
     refund_text,
     signature_holds,
 )
 from server.payment_module import reasons
 from server.payment_module.callbacks import CallbackDispatcher
-from server.payment_module.payments import ModulePayments
+from server.payment_module.payments import ModulePayments, window_micros
 
 ERROR_DOMAIN = "paymentmodule.v1"
 
@@ -88,29 +89,47 @@ class PaymentModuleService(payment_module_pb2_grpc.PaymentModuleServiceServicer)
         self, request: pb.RefundPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefundPaymentResponse:
         authenticate_merchant(
-            self._module_id,
             self._secret,
             self._clock.now(),
             context.invocation_metadata() or (),
-            request,
+            lambda timestamp: refund_text(
+                self._module_id, timestamp, request.payment_id, request.request_id
+            ),
+            "ask for a refund",
         )
         return pb.RefundPaymentResponse(payment=await self._payments.refund(request))
 
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentsResponse:
+        start, end = window_micros(request)
+        authenticate_merchant(
+            self._secret,
+            self._clock.now(),
+            context.invocation_metadata() or (),
+            lambda timestamp: list_text(
+                self._module_id, timestamp, start, end, request.page_size, request.page_token
+            ),
+            "read the book",
+        )
+        return await self._payments.list_payments(request)
+
 
 def authenticate_merchant(
-    module_id: str,
     secret: bytes,
     now: datetime,
     metadata: Iterable[tuple[str, str | bytes]],
-    request: pb.RefundPaymentRequest,
+    signed_text: Callable[[int], bytes],
+    what: str,
 ) -> None:
-    """Only the holder of the shared secret (the concert server) may ask for a
-    refund; one message whatever was wrong."""
+    """Only the holder of the shared secret (the concert server) may call a
+    merchant's method; one message whatever was wrong. signed_text(timestamp)
+    is the text the method's comment says is signed."""
     headers = {key: value for key, value in metadata if isinstance(value, str)}
     timestamp = parse_timestamp(headers.get(TIMESTAMP_HEADER, ""))
-    text = refund_text(module_id, timestamp or 0, request.payment_id, request.request_id)
+    text = signed_text(timestamp or 0)
     if not signature_holds(secret, text, headers.get(SIGNATURE_HEADER, ""), timestamp, now):
         raise Unauthenticated(
             reasons.MODULE_SIGNATURE_INVALID,
-            "only the merchant may ask for a refund, with a fresh signed timestamp",
+            f"only the merchant may {what}, with a fresh signed timestamp",
         )

@@ -22,7 +22,7 @@ from server.config import (
     _log_level,
     _readable_file,
 )
-from server.signing import read_keys_file
+from server.module_signing import parse_module_lines
 
 MODULE_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
@@ -35,7 +35,7 @@ class ModuleSettings:
     server_address: str = "127.0.0.1:50051"
     # Its id at the server: the `<module id>` of the server's secrets file.
     module_id: str = "sandbox"
-    # A file of `<module id> <base64url secret>` lines (the server's
+    # A file of `<module id> <base64url secret> [HOST:PORT]` lines (the server's
     # CONCERT_PAYMENT_MODULE_SECRETS_FILE format); the line of module_id signs.
     secret_file: Path | None = None
     # Its own database; None: a database named `payment_module` on the
@@ -88,12 +88,12 @@ class ModuleSettings:
         """This module's shared secret, from its line of the secret file."""
         assert self.secret_file is not None
         try:
-            keys, _ = read_keys_file(self.secret_file)
+            entries = parse_module_lines(self.secret_file.read_text(), str(self.secret_file))
         except ValueError as exc:
             raise ConfigError(f"CONCERT_PAYMENT_MODULE_SECRET_FILE: {exc}") from None
-        for key in keys:
-            if key.kid == self.module_id:
-                return key.secret
+        for entry in entries:
+            if entry.module_id == self.module_id:
+                return entry.secret
         raise ConfigError(
             f"CONCERT_PAYMENT_MODULE_SECRET_FILE: no line for module {self.module_id!r}"
         )

@@ -278,6 +278,34 @@ async def lease_due_callbacks(
     return [DueCallback(*row) for row in await cursor.fetchall()]
 
 
+async def list_payments(
+    conn: AsyncConnection,
+    start: datetime | None,
+    end: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[PaymentRow]:
+    """Payments created in [start, end), after the (created_at, payment_id)
+    position `after`, in that order, at most `limit` (autocommit read; the
+    payments_by_creation index serves it)."""
+    cursor = await conn.execute(
+        f"SELECT {PAYMENT_COLUMNS} FROM payments"
+        " WHERE (%(start)s::timestamptz IS NULL OR created_at >= %(start)s)"
+        "   AND (%(end)s::timestamptz IS NULL OR created_at < %(end)s)"
+        "   AND (%(after_at)s::timestamptz IS NULL"
+        "        OR (created_at, payment_id) > (%(after_at)s, %(after_id)s::uuid))"
+        " ORDER BY created_at, payment_id LIMIT %(limit)s",
+        {
+            "start": start,
+            "end": end,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return [PaymentRow(*row) for row in await cursor.fetchall()]
+
+
 async def retry_later(
     conn: AsyncConnection, payment_id: uuid.UUID, at: datetime, error: str
 ) -> None:

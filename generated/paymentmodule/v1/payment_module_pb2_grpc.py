@@ -85,6 +85,11 @@ class PaymentModuleServiceStub:
                 request_serializer=paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentRequest.SerializeToString,
                 response_deserializer=paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentResponse.FromString,
                 _registered_method=True)
+        self.ListPayments = channel.unary_unary(
+                '/paymentmodule.v1.PaymentModuleService/ListPayments',
+                request_serializer=paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsRequest.SerializeToString,
+                response_deserializer=paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentModuleServiceServicer:
@@ -199,6 +204,30 @@ class PaymentModuleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPayments(self, request, context):
+        """ListPayments reads the module's book for the merchant's reconciliation:
+        every payment created in [start_time, end_time) (declines included), in
+        order of create_time and then payment_id, as each one is now. The concert
+        server's books reconciliation job reads its recent window with it, and
+        `python -m server check-books` the whole book.
+
+        Only the merchant may call it, signed like RefundPayment: metadata
+        `x-payment-module-timestamp` and `x-payment-module-signature`, the
+        signature over the UTF-8 text
+        `list\n<module id>\n<timestamp>\n<start_time>\n<end_time>\n<page_size>\n<page_token>`,
+        each time as Unix microseconds (empty when unset).
+
+        Errors:
+        - INVALID_ARGUMENT: end_time not after start_time, a negative
+        page_size, or a page_token that is malformed or was issued for another
+        window.
+        - UNAUTHENTICATED (reason MODULE_SIGNATURE_INVALID): the signature or
+        timestamp is missing, stale or wrong.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentModuleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +255,11 @@ def add_PaymentModuleServiceServicer_to_server(servicer, server):
                     servicer.RefundPayment,
                     request_deserializer=paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentRequest.FromString,
                     response_serializer=paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ListPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayments,
+                    request_deserializer=paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsRequest.FromString,
+                    response_serializer=paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +423,33 @@ class PaymentModuleService:
             '/paymentmodule.v1.PaymentModuleService/RefundPayment',
             paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentRequest.SerializeToString,
             paymentmodule_dot_v1_dot_payment__module__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymentmodule.v1.PaymentModuleService/ListPayments',
+            paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsRequest.SerializeToString,
+            paymentmodule_dot_v1_dot_payment__module__pb2.ListPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
