@@ -1,4 +1,5 @@
-"""Command line: `python -m server [serve|migrate|seed-demo|healthcheck|check|rotate-key]`.
+"""Command line: `python -m server COMMAND`, COMMAND one of serve (the default),
+migrate, seed-demo, healthcheck, check, check-books, rotate-key.
 
 Configuration comes from CONCERT_* environment variables (see server.config);
 a bad value stops the process with a one-line error and exit code 2.
@@ -25,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "migrate", "seed-demo", "healthcheck", "check", "rotate-key"),
+        choices=(
+            "serve",
+            "migrate",
+            "seed-demo",
+            "healthcheck",
+            "check",
+            "check-books",
+            "rotate-key",
+        ),
     )
     parser.add_argument(
         "--service",
@@ -54,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_seed_demo(settings, database_url))
     if args.command == "check":
         return asyncio.run(_check(settings, database_url))
+    if args.command == "check-books":
+        return asyncio.run(_check_books(settings, database_url))
     if args.command == "rotate-key":
         return asyncio.run(_rotate_key(settings, database_url))
     if settings.workers > 1:
@@ -119,6 +130,59 @@ async def _check(settings: Settings, database_url: str) -> int:
     print(report)
     violated = len(report.violated)
     print(f"{len(report.findings) - violated} invariant(s) hold, {violated} violated")
+    return 1 if violated else 0
+
+
+async def _check_books(settings: Settings, database_url: str) -> int:
+    """Check the server's book against every payment module with an address in
+    CONCERT_PAYMENT_MODULE_SECRETS_FILE (server.invariants.check_books); exit 1
+    on a violation, 2 when there is no such module or one cannot be read."""
+    from datetime import timedelta
+
+    import grpc
+    import psycopg
+
+    from server.booking.module_auth import ModuleSecrets
+    from server.booking.module_client import module_clients
+    from server.clock import SystemClock
+    from server.invariants import check_books
+
+    try:
+        secrets = ModuleSecrets.from_file(settings.payment_module_secrets_file)
+    except ValueError as exc:
+        print(f"error: CONCERT_PAYMENT_MODULE_SECRETS_FILE: {exc}", file=sys.stderr)
+        return 2
+    if not secrets.addresses:
+        print(
+            "error: no payment module with an address in CONCERT_PAYMENT_MODULE_SECRETS_FILE"
+            " ('<module id> <secret> HOST:PORT'): no book to check against",
+            file=sys.stderr,
+        )
+        return 2
+    clock = SystemClock()
+    try:
+        async with (
+            await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True, options="-c statement_timeout=60000 -c TimeZone=UTC"
+            ) as conn,
+            module_clients(secrets, clock) as clients,
+        ):
+            report = await check_books(
+                conn,
+                clients,
+                clock.now(),
+                interval=timedelta(seconds=settings.expiry_interval_seconds),
+            )
+    except grpc.aio.AioRpcError as error:
+        print(
+            f"error: a payment module's book cannot be read: {error.code().name}: "
+            f"{error.details()}",
+            file=sys.stderr,
+        )
+        return 2
+    print(report)
+    violated = len(report.violated)
+    print(f"{len(report.findings) - violated} books invariant(s) hold, {violated} violated")
     return 1 if violated else 0
 
 

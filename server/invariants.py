@@ -28,16 +28,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
+from paymentmodule.v1 import payment_module_pb2 as pm
 from psycopg import AsyncConnection
 
+from server.booking.module_books import Verdict, judge, overdue, read_server_book
+from server.booking.module_client import ModuleClient
 from server.db.unit_of_work import unit_on
 from server.queue.store import LAST_DRAWN
 
 
 @dataclass(frozen=True)
-class Invariant:
+class Rule:
     name: str
     rule: str  # what must hold, in words
+
+
+@dataclass(frozen=True)
+class Invariant(Rule):
     # Returns one row: (rows checked, rows breaking the rule, an example of one).
     # Parameters: %(now)s and %(stale)s (now - expiry_grace).
     query: str
@@ -45,7 +52,7 @@ class Invariant:
 
 @dataclass(frozen=True)
 class Finding:
-    invariant: Invariant
+    invariant: Rule
     checked: int
     violations: int
     example: str | None
@@ -351,3 +358,64 @@ async def check_database(url: str, now: datetime, *, expiry_grace: timedelta) ->
         url, autocommit=True, options="-c statement_timeout=60000 -c TimeZone=UTC"
     ) as conn:
         return await check_invariants(conn, now, expiry_grace=expiry_grace)
+
+
+# The invariants between the server's book and each payment module's (with an
+# address): read with the module's ListPayments, judged by the rules the books
+# reconciliation job applies (server/booking/module_books.py).
+MODULE_CHARGE_SETTLED = Rule(
+    "module-charge-settled",
+    "every module charge is either a server payment or refunded, never both, never neither"
+    " for longer than one reconciliation interval",
+)
+MODULE_PAYMENT_BACKED = Rule(
+    "module-payment-backed",
+    "every payment the server recorded from a module is a charge the module kept, of that amount",
+)
+
+
+@dataclass
+class _Tally:
+    rule: Rule
+    checked: int = 0
+    violations: int = 0
+    example: str | None = None
+
+    def add(self, broken: bool, what: str) -> None:
+        self.checked += 1
+        if broken:
+            self.violations += 1
+            self.example = self.example or what
+
+    def finding(self) -> Finding:
+        return Finding(self.rule, self.checked, self.violations, self.example)
+
+
+async def check_books(
+    conn: AsyncConnection, clients: Sequence[ModuleClient], now: datetime, *, interval: timedelta
+) -> Report:
+    """Both books, whole, for every module client. The server's book is read
+    first, then the module's: a sale committed in between shows as a charge
+    not yet reported (a violation only once older than the interval), and a
+    server payment always finds its charge. A module that cannot be read
+    raises grpc.aio.AioRpcError."""
+    settled, backed = _Tally(MODULE_CHARGE_SETTLED), _Tally(MODULE_PAYMENT_BACKED)
+    for client in clients:
+        book = await read_server_book(conn, client.module_id)
+        seen: set[str] = set()
+        async for page in client.pages():
+            for payment in page:
+                seen.add(payment.payment_id)
+                what = f"{client.module_id}/{payment.payment_id}"
+                verdict = judge(payment, book, now, interval)
+                if payment.state != pm.MODULE_PAYMENT_STATE_DECLINED:
+                    broken = verdict in (Verdict.BOTH, Verdict.UNREPORTED) or (
+                        verdict is Verdict.REFUND_DUE and overdue(payment, now, interval)
+                    )
+                    settled.add(broken, f"{what} {verdict.value}")
+                if payment.payment_id in book.paid:
+                    kept = verdict not in (Verdict.UNBACKED, Verdict.BOTH)
+                    backed.add(not kept, f"{what} {verdict.value}")
+        for missing in sorted(book.paid.keys() - seen):
+            backed.add(True, f"{client.module_id}/{missing} not in the module's book")
+    return Report((settled.finding(), backed.finding()), now)
