@@ -9,6 +9,8 @@ cannot make the books look unbalanced.
 Used by the tests after every fault, by the load-test harness, and by hand:
 
     python -m server check          # OK/VIOLATED per invariant; exit 1 on violation
+    python -m server check-books    # the same for the server's book against each
+                                    # payment module's (check_books, at the end)
 
 `now` is passed in (the clock's time), never SQL now(), so tests that move a
 FakeClock check against the same time the service used. Time-bound rules
