@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.e2e.module_pair import ModulePair, running_module_pair
 from tests.e2e.servers import ServerProcess, start_server
 
 
@@ -21,3 +22,14 @@ def server(
     finally:
         code = process.stop()
         assert code == 0, f"server exit code {code}:\n{process.log[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def module_pair(
+    create_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModulePair]:
+    """The server and the sandbox payment module, each a process over its own database."""
+    with running_module_pair(
+        create_database(), create_database(), tmp_path_factory.mktemp("module-e2e")
+    ) as pair:
+        yield pair

