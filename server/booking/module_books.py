@@ -96,6 +96,17 @@ def overdue(payment: pm.ModulePayment, now: datetime, interval: timedelta) -> bo
     return payment.create_time.ToDatetime(tzinfo=UTC) <= now - interval
 
 
+# A module's payments and refund requests in the server's book; `ids` NULL: all.
+_SERVER_PAYMENTS = (
+    "SELECT module_payment_id, amount FROM payments WHERE module_id = %(module)s"
+    " AND (%(ids)s::text[] IS NULL OR module_payment_id = ANY(%(ids)s::text[]))"
+)
+_SERVER_REFUSALS = (
+    "SELECT module_payment_id FROM module_refund_requests WHERE module_id = %(module)s"
+    " AND (%(ids)s::text[] IS NULL OR module_payment_id = ANY(%(ids)s::text[]))"
+)
+
+
 async def read_server_book(
     conn: AsyncConnection, module_id: str, payment_ids: Sequence[str] | None = None
 ) -> ServerBook:
@@ -103,17 +114,11 @@ async def read_server_book(
     payment ids, or all of them (None). Autocommit reads; each set is read
     whole, so a callback committing in between can only add a payment that
     then shows as SETTLED."""
-    where = "module_id = %s" + ("" if payment_ids is None else " AND module_payment_id = ANY(%s)")
-    params: tuple[object, ...] = (
-        (module_id,) if payment_ids is None else (module_id, list(payment_ids))
-    )
-    cursor = await conn.execute(
-        f"SELECT module_payment_id, amount FROM payments WHERE {where}", params
-    )
+    ids = None if payment_ids is None else list(payment_ids)
+    params = {"module": module_id, "ids": ids}
+    cursor = await conn.execute(_SERVER_PAYMENTS, params)
     paid = {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
-    cursor = await conn.execute(
-        f"SELECT module_payment_id FROM module_refund_requests WHERE {where}", params
-    )
+    cursor = await conn.execute(_SERVER_REFUSALS, params)
     refused = {str(row[0]) for row in await cursor.fetchall()}
     return ServerBook(paid, refused)
 
