@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,7 +51,6 @@ from server.idempotency import PRUNE_JOB, prune_expired_keys
 from server.interceptors import CallPipeline, ErrorLayer
 from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityLayer
-from server.observability.tracing import Tracing
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
 from server.queue.runtime import QueueRuntime
@@ -69,6 +69,10 @@ from server.signing import (
     read_keys_file,
     read_signing_keys,
 )
+
+if TYPE_CHECKING:
+    # Only named here: with tracing off, the OpenTelemetry SDK is never imported.
+    from server.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
