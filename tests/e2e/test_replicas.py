@@ -139,13 +139,13 @@ def scrape(process: ServerProcess) -> Samples:
 
 def job_runs(process: ServerProcess, outcome: str) -> float:
     return scrape(process).get(
-        ("concert_job_runs_total", frozenset({("job", JOB), ("outcome", outcome)})), 0.0
+        ("concert_job_runs_total", frozenset({("job_name", JOB), ("outcome", outcome)})), 0.0
     )
 
 
 def last_run(process: ServerProcess) -> float:
     return scrape(process).get(
-        ("concert_job_last_run_timestamp_seconds", frozenset({("job", JOB)})), 0.0
+        ("concert_job_last_run_timestamp_seconds", frozenset({("job_name", JOB)})), 0.0
     )
 
 
