@@ -164,8 +164,12 @@ class LockSampler(threading.Thread):
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stopping.is_set():
                 rows = conn.execute(
+                    # pg_locks shows every database's locks: a test suite running
+                    # at the same time on the same server holds the same job keys.
                     "SELECT objid, count(*) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND classid = %s AND objsubid = 2"
+                    " AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                     " GROUP BY objid",
                     (int(LockNamespace.JOBS),),
                 ).fetchall()
