@@ -1,23 +1,29 @@
 """Command line: `python -m server COMMAND`, COMMAND one of serve (the default),
 migrate, seed-demo, healthcheck, check, check-books, rotate-key.
 
-Configuration comes from CONCERT_* environment variables (see server.config);
+Configuration comes from CONCERT_* environment variables (see server.config),
+and tracing from the standard OTEL_* ones (server/observability/tracing.py);
 a bad value stops the process with a one-line error and exit code 2.
+What a server says about itself (listening, draining, a failed start) is a log
+line in CONCERT_LOG_FORMAT, JSON included; the one-off commands' reports
+(check, rotate-key, seed-demo) are printed on stdout for the person who ran them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from server.config import ConfigError, Settings
 from server.db.embedded import EmbeddedPostgresUnavailable, start_embedded_postgres
-from server.observability.logs import configure_logging
+from server.observability.logs import configure_logging, fatal_start_error, lifecycle
+from server.observability.tracing_env import TracingConfig
 
-log = logging.getLogger("server")
+if TYPE_CHECKING:
+    from server.observability.tracing import Tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        tracing = TracingConfig.from_env()
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        fatal_start_error(str(exc))
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "healthcheck":
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
     except EmbeddedPostgresUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        fatal_start_error(str(exc), settings.log_format)
         return 2
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, database_url))
@@ -72,16 +79,27 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_workers(
             settings.workers,
-            lambda: asyncio.run(_serve(settings, database_url)),
+            lambda: asyncio.run(_serve(settings, database_url, tracing)),
             grace_seconds=settings.shutdown_grace_seconds,
         )
-    return asyncio.run(_serve(settings, database_url))
+    return asyncio.run(_serve(settings, database_url, tracing))
 
 
-async def _serve(settings: Settings, database_url: str) -> int:
+async def _serve(settings: Settings, database_url: str, tracing_config: TracingConfig) -> int:
+    # Started in the serving process itself: a forked worker gets its own
+    # exporter thread (threads do not survive fork).
+    tracing = tracing_config.start()
+    try:
+        return await _serve_traced(settings, database_url, tracing)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+
+
+async def _serve_traced(settings: Settings, database_url: str, tracing: Tracing | None) -> int:
     from server.app import build_app
 
-    app = await build_app(settings, database_url=database_url)
+    app = await build_app(settings, database_url=database_url, tracing=tracing)
     if settings.seed_demo and settings.database_url is None:
         # The embedded database is for trying the service: give it something to book.
         from server.demo import seed_demo
@@ -94,9 +112,14 @@ async def _serve(settings: Settings, database_url: str) -> int:
     # A worker under server.workers starts with these blocked; handled from here on.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     await app.start()
-    print(f"concert.v1 listening on {app.address}", file=sys.stderr, flush=True)
+    # Tools wait for this line (scripts/loadgen counts it per worker).
+    lifecycle.info(
+        "concert.v1 listening on %s",
+        app.address,
+        extra={"address": app.address, "tracing": tracing is not None},
+    )
     await stopping.wait()
-    log.info("signal received: draining for up to %.1fs", settings.shutdown_grace_seconds)
+    lifecycle.info("signal received: draining for up to %.1fs", settings.shutdown_grace_seconds)
     await app.stop()
     return 0
 
@@ -111,7 +134,11 @@ async def _migrate(settings: Settings, database_url: str) -> int:
             applied = await migrate(conn)
     finally:
         await pool.close()
-    print(f"applied {len(applied)} migration(s): {applied}" if applied else "schema up to date")
+    # The migration Job's output: a log line, in the format the pods log in.
+    if applied:
+        lifecycle.info("applied %d migration(s): %s", len(applied), applied)
+    else:
+        lifecycle.info("schema up to date")
     return 0
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -68,6 +69,10 @@ from server.signing import (
     read_keys_file,
     read_signing_keys,
 )
+
+if TYPE_CHECKING:
+    # Only named here: with tracing off, the OpenTelemetry SDK is never imported.
+    from server.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +146,7 @@ class App:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     key_reload: asyncio.Task[None] | None = None  # database signing keys, re-read
+    tracing: Tracing | None = None  # spans per call and per statement, when on
 
     @property
     def queue(self) -> QueueRuntime:
@@ -217,16 +223,23 @@ async def build_app(
     database_url: str,
     clock: Clock | None = None,
     start_jobs: bool = True,
+    tracing: Tracing | None = None,
 ) -> App:
-    """Connect, migrate, wire every service; the server is bound but not started."""
+    """Connect, migrate, wire every service; the server is bound but not started.
+
+    `tracing` (server/observability/tracing.py) traces every concert.v1 call and
+    every statement on the pools' connections; None traces nothing. Its owner
+    shuts it down after the App stops.
+    """
     clock = clock or SystemClock()
-    pool = await open_pool(database_url, settings)
+    configure = tracing.instrument_connection if tracing is not None else None
+    pool = await open_pool(database_url, settings, configure=configure)
     replica_pool = None
     try:
         if settings.database_read_url:
             # Not migrated: a replica follows the primary's schema (and refuses writes).
             replica_pool = await open_pool(
-                settings.database_read_url, settings, name="concert-read"
+                settings.database_read_url, settings, name="concert-read", configure=configure
             )
         async with pool.connection() as conn:
             await migrate(conn)
@@ -248,7 +261,7 @@ async def build_app(
         install_booking(ctx, features.booking)
         _install_idempotency_pruning(ctx)
         server = grpc.aio.server(
-            interceptors=_interceptors(ctx, features.queue),
+            interceptors=_interceptors(ctx, features.queue, tracing),
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -282,6 +295,7 @@ async def build_app(
             start_jobs=start_jobs,
             health_server=health_server,
             health_port=health_port,
+            tracing=tracing,
         )
     except BaseException:
         await pool.close()
@@ -372,11 +386,17 @@ def _install_idempotency_pruning(ctx: ServiceContext) -> None:
     ctx.jobs.add(PRUNE_JOB, prune, ctx.settings.expiry_interval_seconds)
 
 
-def _interceptors(ctx: ServiceContext, queue: QueueRuntime) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(
+    ctx: ServiceContext, queue: QueueRuntime, tracing: Tracing | None
+) -> list[grpc.aio.ServerInterceptor]:
     # One interceptor running the layers, outermost first: the error mapper must
     # see the failures of every layer; observability wraps it to count and log
-    # the status the caller receives.
+    # the status the caller receives. The tracing interceptor, when on, comes
+    # before it (grpc.aio runs the first interceptor outermost), so the call's
+    # span is current in every layer, in the log lines and around the SQL.
+    traced = [tracing.server_interceptor()] if tracing is not None else []
     return [
+        *traced,
         CallPipeline(
             [
                 ObservabilityLayer(ctx.metrics),
@@ -388,5 +408,5 @@ def _interceptors(ctx: ServiceContext, queue: QueueRuntime) -> list[grpc.aio.Ser
                 RequestTextLayer(),  # NUL in any string field: INVALID_ARGUMENT
             ],
             guard_deserializer=guarded_deserializer,
-        )
+        ),
     ]

@@ -8,6 +8,8 @@ many, and works in UTC.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -25,8 +27,14 @@ def session_options(settings: Settings) -> str:
 
 
 async def open_pool(
-    url: str, settings: Settings, *, name: str = "concert", min_size: int | None = None
+    url: str,
+    settings: Settings,
+    *,
+    name: str = "concert",
+    min_size: int | None = None,
+    configure: Callable[[AsyncConnection[tuple]], Awaitable[None]] | None = None,
 ) -> AsyncConnectionPool[AsyncConnection[tuple]]:
+    """`configure` runs on each new connection (the tracing instruments it there)."""
     pool: AsyncConnectionPool[AsyncConnection[tuple]] = AsyncConnectionPool(
         url,
         min_size=settings.pool_min_size if min_size is None else min_size,
@@ -43,6 +51,7 @@ async def open_pool(
         reconnect_timeout=300.0,
         timeout=5.0,
         name=name,
+        configure=configure,
         open=False,
     )
     await pool.open(wait=True, timeout=30.0)

@@ -6,9 +6,17 @@ time it passes here, which raises AbortError with the code set on the context.
 A cancelled call is CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
 
 The request id is the caller's `x-request-id` metadata when it is well formed
-(a correlation id for logs; unrelated to the AIP-155 `request_id` fields),
-otherwise a fresh UUID. It is held in a context variable for the call's task,
-so every log record made while serving the call carries it.
+(1 to 128 of A-Za-z0-9._:/+=@-; a correlation id for logs, unrelated to the
+AIP-155 `request_id` fields), otherwise a fresh UUID. It is held in a context
+variable for the call's task, so every log record made while serving the call
+carries it, and it goes back to the caller as `x-request-id` in the initial
+metadata, sent before anything else runs: a refused or failed call carries it
+too (trailing metadata would not do, since an abort's status replaces it).
+
+With tracing on, the call's span (opened by the tracing interceptor outside
+this layer) gets the request id and the status code the caller saw, and an
+ERROR status for the server-side codes below: the ErrorLayer answers through
+abort_with_status, which the tracing interceptor does not see.
 
 grpcio's own streaming services (health Watch, reflection) write through
 context.write, which the pipeline's stream wrapper does not support: they are not observed.
@@ -27,6 +35,7 @@ from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
+from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from server.interceptors import Call, Layer, MethodInfo, StreamProceed, UnaryProceed
 from server.observability.logs import request_id_var
@@ -69,11 +78,13 @@ class ObservabilityLayer(Layer):
         return info.kind == "unary" or info.own
 
     async def around(self, call: Call, proceed: UnaryProceed) -> Any:
-        token = request_id_var.set(request_id_from(call.metadata()))
+        request_id = request_id_from(call.metadata())
+        token = request_id_var.set(request_id)
         labels = call.info.labels
         started = self._observe.start(labels)
         code = grpc.StatusCode.UNKNOWN  # an exception grpcio maps itself
         try:
+            await _echo(call.context, request_id)
             response = await proceed(call)
             code = _code(call.context) or grpc.StatusCode.OK
             return response
@@ -85,15 +96,18 @@ class ObservabilityLayer(Layer):
             raise
         finally:
             self._observe.finish(labels, call.info.method, code, started)
+            _mark_span(request_id, code)
             request_id_var.reset(token)
 
     async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
         # The call's task runs this generator to the end: no reset needed.
-        request_id_var.set(request_id_from(call.metadata()))
+        request_id = request_id_from(call.metadata())
+        request_id_var.set(request_id)
         labels = call.info.labels
         started = self._observe.start(labels)
         code = grpc.StatusCode.UNKNOWN
         try:
+            await _echo(call.context, request_id)
             async for item in proceed(call):
                 yield item
             code = _code(call.context) or grpc.StatusCode.OK
@@ -105,6 +119,22 @@ class ObservabilityLayer(Layer):
             raise
         finally:
             self._observe.finish(labels, call.info.method, code, started)
+            _mark_span(request_id, code)
+
+
+async def _echo(context: ServicerContext, request_id: str) -> None:
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+
+
+def _mark_span(request_id: str, code: grpc.StatusCode) -> None:
+    """The call's span, when tracing records one: its request id and final status."""
+    span = get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attribute("concert.request_id", request_id)
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_SIDE_CODES:
+        span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 class _CallObserver:

@@ -3,21 +3,37 @@
 Every record made while serving a call carries that call's request id (see
 request_id_var, set by the ObservabilityLayer): the caller's
 `x-request-id` metadata when it sent a well-formed one, otherwise a fresh one.
+When tracing is on (server/observability/tracing.py), a record made inside a
+span also carries `trace_id` and `span_id` (hex, as trace backends show them),
+so a log line leads to its trace and back.
 Call metadata values are never logged: they carry tokens and keys.
+
+The process's own lifecycle lines (listening, draining, a start that failed)
+go through `lifecycle`, which logs at INFO whatever CONCERT_LOG_LEVEL says:
+an operator and the tools that wait for a server always see them, in the
+chosen format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from opentelemetry.trace import get_current_span
+
 # The request id of the call being served by the current task (None outside calls).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Start-up, shutdown and fatal start errors: shown at any CONCERT_LOG_LEVEL (a
+# logger's own level decides; the root's level does not apply to it).
+lifecycle = logging.getLogger("server.lifecycle")
+lifecycle.setLevel(logging.INFO)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -31,11 +47,16 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps each record with the current call's request id ('-' outside calls)."""
+    """Stamps each record with the current call's request id ('-' outside calls),
+    and with the current span's trace and span ids when a span is recording."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = request_id_var.get() or "-"
+        span = get_current_span().get_span_context()
+        if span.is_valid and not hasattr(record, "trace_id"):
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
         return True
 
 
@@ -75,3 +96,17 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def fatal_start_error(message: str, log_format: str | None = None) -> None:
+    """A start that failed, as one line on stderr: JSON when the log format is JSON.
+
+    Used before logging is configured (the settings themselves may be what
+    failed), so the format comes from CONCERT_LOG_FORMAT directly when unknown.
+    """
+    chosen = log_format or os.environ.get("CONCERT_LOG_FORMAT", "text").strip().lower()
+    if chosen == "json":
+        record = logging.LogRecord(lifecycle.name, logging.ERROR, "", 0, message, (), None)
+        print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+    else:
+        print(f"error: {message}", file=sys.stderr, flush=True)

@@ -12,8 +12,10 @@ dashboards and alerts for gRPC servers work unchanged):
   concert_db_pool_requests_total, concert_db_pool_requests_queued_total,
   concert_db_pool_requests_wait_seconds_total, concert_db_pool_requests_errors_total,
   concert_db_pool_connections_lost_total (psycopg_pool.get_stats(), read at scrape time)
-- concert_job_runs_total{job, outcome="ran"|"skipped"} (skipped: another process held the
-  job's lock), concert_job_duration_seconds{job}, concert_job_last_run_timestamp_seconds{job}
+- concert_job_runs_total{job_name, outcome="ran"|"skipped"} (skipped: another process held
+  the job's lock), concert_job_duration_seconds{job_name},
+  concert_job_last_run_timestamp_seconds{job_name} (not `job`: Prometheus gives every series
+  its scrape job's name as `job`, and a metric's own `job` label would be renamed `exported_job`)
 - process_* and python_* (the standard process and runtime collectors)
 - whatever features publish through register_gauge_callback / register_gauges.
 
@@ -121,13 +123,13 @@ class Metrics:
         self.job_runs = Counter(
             "concert_job_runs",
             "Scheduled job runs in this process; skipped: another process held the job's lock.",
-            ("job", "outcome"),
+            ("job_name", "outcome"),
             registry=self.registry,
         )
         self.job_seconds = Histogram(
             "concert_job_duration_seconds",
             "Duration of the job runs this process made, in seconds.",
-            ("job",),
+            ("job_name",),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -300,7 +302,7 @@ class _JobTimestamps(Collector):
         gauge = GaugeMetricFamily(
             "concert_job_last_run_timestamp_seconds",
             "When this process last finished a run of the job (Unix time).",
-            labels=("job",),
+            labels=("job_name",),
         )
         for job, at in dict(self._last_run).items():
             gauge.add_metric([job], at)

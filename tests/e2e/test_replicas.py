@@ -139,13 +139,13 @@ def scrape(process: ServerProcess) -> Samples:
 
 def job_runs(process: ServerProcess, outcome: str) -> float:
     return scrape(process).get(
-        ("concert_job_runs_total", frozenset({("job", JOB), ("outcome", outcome)})), 0.0
+        ("concert_job_runs_total", frozenset({("job_name", JOB), ("outcome", outcome)})), 0.0
     )
 
 
 def last_run(process: ServerProcess) -> float:
     return scrape(process).get(
-        ("concert_job_last_run_timestamp_seconds", frozenset({("job", JOB)})), 0.0
+        ("concert_job_last_run_timestamp_seconds", frozenset({("job_name", JOB)})), 0.0
     )
 
 
@@ -164,12 +164,12 @@ class LockSampler(threading.Thread):
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stopping.is_set():
                 rows = conn.execute(
+                    # pg_locks shows every database's locks: a test suite running
+                    # at the same time on the same server holds the same job keys.
                     "SELECT objid, count(*) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND classid = %s AND objsubid = 2"
-                    # Advisory locks are per database: other databases on the
-                    # same server (another suite's) hold the same keys.
-                    "   AND database = (SELECT oid FROM pg_database"
-                    "                    WHERE datname = current_database())"
+                    " AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                     " GROUP BY objid",
                     (int(LockNamespace.JOBS),),
                 ).fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ async def test_migrate_twice_applies_nothing_the_second_time(create_database) ->
 
 def test_two_processes_migrating_at_once_apply_each_migration_once(create_database) -> None:  # type: ignore[no-untyped-def]
     url = create_database()
-    env = {**os.environ, "CONCERT_DATABASE_URL": url}
+    env = {**os.environ, "CONCERT_DATABASE_URL": url, "CONCERT_LOG_FORMAT": "json"}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "server", "migrate"],
@@ -43,5 +44,13 @@ def test_two_processes_migrating_at_once_apply_each_migration_once(create_databa
     outputs = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     assert _recorded(url) == [m.version for m in load_migrations()]
-    applied_messages = [out for out, _ in outputs if out.startswith("applied")]
+    # Each process reports as a server.lifecycle log line (stderr, JSON here).
+    reports = [
+        entry["message"]
+        for _, err in outputs
+        for entry in map(json.loads, err.splitlines())
+        if entry["logger"] == "server.lifecycle"
+    ]
+    assert len(reports) == 3, outputs
+    applied_messages = [message for message in reports if message.startswith("applied")]
     assert len(applied_messages) == 1, outputs

@@ -105,7 +105,7 @@ async def test_job_runs_and_durations_are_counted(app: App, database_url: str) -
         assert not (await app.ctx.jobs.run_now("metrics_probe")).ran
 
     samples = await scrape(app.metrics_port)
-    job = {"job": "metrics_probe"}
+    job = {"job_name": "metrics_probe"}
     assert value(samples, "concert_job_runs_total", {**job, "outcome": "ran"}) == 2
     assert value(samples, "concert_job_runs_total", {**job, "outcome": "skipped"}) == 1
     assert value(samples, "concert_job_duration_seconds_count", job) == 2

@@ -17,7 +17,7 @@ def settings(settings: Settings) -> Settings:
     return settings.replace(metrics_listen="127.0.0.1:0")
 
 
-async def test_queue_gauges_report_issued_admitted_waiting_and_capacity(
+async def test_queue_gauges_report_issued_admitted_waiting_capacity_and_pause(
     app: App, stubs: Stubs
 ) -> None:
     assert app.metrics_port
@@ -33,6 +33,13 @@ async def test_queue_gauges_report_issued_admitted_waiting_and_capacity(
     assert value(samples, "concert_queue_waiting") == 1
     assert value(samples, "concert_queue_completed") == 0
     assert value(samples, "concert_queue_capacity") == 2
+    assert value(samples, "concert_queue_paused") == 0
 
     stats = await stubs.admin.GetQueueStats(admin_pb2.GetQueueStatsRequest(), metadata=ADMIN)
     assert (stats.issued_count, stats.admitted_count, stats.waiting_count) == (3, 2, 1)
+
+    # Pausing the line shows on the next scrape (the ConcertQueueNotMoving alert reads it).
+    await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=True), metadata=ADMIN)
+    assert value(await scrape(app.metrics_port), "concert_queue_paused") == 1
+    await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=False), metadata=ADMIN)
+    assert value(await scrape(app.metrics_port), "concert_queue_paused") == 0
