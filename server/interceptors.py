@@ -198,7 +198,11 @@ async def _abort(context: Any, method: str, exc: Exception) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     error = as_service_error(exc, method)
-    await context.abort_with_status(error.to_status())
+    status = error.to_status()
+    # An abort's metadata replace what the call set before (the request id the
+    # observability layer echoes): send both.
+    kept = tuple(context.trailing_metadata() or ())
+    await context.abort(status.code, status.details, kept + tuple(status.trailing_metadata))
 
 
 def as_service_error(exc: Exception, method: str = "") -> ServiceError:

@@ -96,6 +96,10 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # APScheduler says "Running job" and "executed successfully" at INFO for
+    # every run: the admission job runs every second. Its warnings (a missed
+    # run, a job that raised) still show; server.jobs logs what a run did.
+    logging.getLogger("apscheduler").setLevel(max(logging.getLevelName(level), logging.WARNING))
 
 
 def fatal_start_error(message: str, log_format: str | None = None) -> None:
