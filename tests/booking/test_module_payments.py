@@ -361,3 +361,79 @@ async def test_a_callback_delayed_past_the_fans_session_still_names_the_fan(
             forged.module_payment_id,
         )
     assert payer is None
+
+
+async def test_callbacks_racing_the_expiry_job_and_fans_taking_the_freed_seats(
+    app: App,
+    stubs: Stubs,
+    callbacks: payment_callback_pb2_grpc.PaymentCallbackServiceStub,
+) -> None:
+    """At the hold's last instant the callbacks win; at its end the holds are
+    gone whoever commits first: the expiry job, the callbacks and other fans
+    taking the same seats all run at once, and no seat is sold twice or lost."""
+    seats = 6
+    ttl = app.ctx.settings.hold_ttl_seconds
+
+    async def holds() -> tuple[str, list[tuple[AdmittedFan, str]]]:
+        concert = await make_concert(app.ctx, seats=seats, price=PRICE)
+        date_id = concert.dates[0].date_id
+        held = []
+        for seat in range(1, seats + 1):
+            fan = await admitted_fan(stubs)
+            reply = await stubs.reservation.ReserveSeat(
+                reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=seat),
+                metadata=bearer(fan.token),
+            )
+            held.append((fan, reply.reservation.reservation_id))
+        return date_id, held
+
+    async def report(fan: AdmittedFan, reservation_id: str) -> tuple[int, str]:
+        request = callback(fan, reservation_id)
+        reply = await callbacks.ConfirmModulePayment(request, metadata=signed(app, request))
+        return reply.outcome, reply.refund_reason
+
+    # The last instant of the holds: every callback sells, the job frees nothing.
+    _, in_time = await holds()
+    app.ctx.clock.advance(ttl - 1)  # type: ignore[attr-defined]
+    expiry, *answers = await asyncio.gather(
+        app.ctx.jobs.run_now("hold-expiry"),
+        *(report(fan, reservation) for fan, reservation in in_time),
+    )
+    assert answers == [(PAID, "")] * seats
+    assert expiry.result == 0
+
+    # The holds' end: the job, the callbacks and new fans racing for the seats.
+    date_id, lapsing = await holds()
+    takers = [await admitted_fan(stubs) for _ in range(seats)]
+    app.ctx.clock.advance(ttl)  # type: ignore[attr-defined]
+
+    async def take(fan: AdmittedFan, seat: int) -> bool:
+        try:
+            await stubs.reservation.ReserveSeat(
+                reservation_pb2.ReserveSeatRequest(date_id=date_id, seat_number=seat),
+                metadata=bearer(fan.token),
+            )
+            return True
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+            return False
+
+    results = await asyncio.gather(
+        app.ctx.jobs.run_now("hold-expiry"),
+        *(report(fan, reservation) for fan, reservation in lapsing),
+        *(take(fan, seat) for seat, fan in enumerate(takers, start=1)),
+    )
+    late_answers, taken = results[1 : 1 + seats], results[1 + seats :]
+    assert late_answers == [(REFUND, "RESERVATION_NOT_HELD")] * seats
+    assert taken == [True] * seats  # every freed seat went to a new fan, once
+    async with app.ctx.pool.connection() as conn:
+        for _, reservation_id in lapsing:
+            assert (await books(app, reservation_id))["payments"] == 0
+        live_holds = await scalar(
+            conn,
+            "SELECT count(*) FROM seats WHERE date_id = %s AND NOT sold AND held_until > %s",
+            uuid.UUID(date_id),
+            app.ctx.clock.now(),
+        )
+    assert live_holds == seats
+    await assert_invariants(app)
