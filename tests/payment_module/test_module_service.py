@@ -234,6 +234,74 @@ async def test_the_slow_card_and_the_delay_wait_before_deciding(
         await app.stop(grace=0.5)
 
 
+async def test_a_fan_whose_call_to_the_slow_module_timed_out_retries_and_pays_once(
+    module_db: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The module slow when the fan pays: the fan's deadline passes while the
+    module is still deciding; the fan retries with the same request id and is
+    charged once, with one callback queued (whatever became of the first
+    attempt, the request id makes it the same payment)."""
+    app = await build_module_app(
+        module_settings(tmp_path, "127.0.0.1:1", slow_card_ms=4000),
+        database_url=module_db,
+        clock=clock,
+        dispatch=False,
+    )
+    released = asyncio.Event()
+    deciding: list[float] = []
+
+    async def slow_until_released(seconds: float) -> None:
+        deciding.append(seconds)
+        if len(deciding) == 1:
+            await released.wait()  # the first attempt outlives the fan's deadline
+
+    app.payments.sleep = slow_until_released
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = Stub(channel)
+            request = pay(card_number=SLOW_CARD)
+            with pytest.raises(grpc.aio.AioRpcError) as timed_out:
+                await stub.PayReservation(request, timeout=0.3)
+            assert timed_out.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            released.set()
+            retried = (await stub.PayReservation(request)).payment
+            again = (await stub.PayReservation(request)).payment
+        assert retried.state == pm.MODULE_PAYMENT_STATE_SUCCEEDED
+        assert again.payment_id == retried.payment_id
+        async with await psycopg.AsyncConnection.connect(module_db) as conn:
+            for table in ("payments", "callback_outbox"):
+                cursor = await conn.execute(f"SELECT count(*) FROM {table}")
+                assert await cursor.fetchone() == (1,), table
+    finally:
+        await app.stop(grace=0.5)
+
+
+async def test_the_module_down_when_the_fan_pays_takes_nothing(
+    module_db: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Nothing listens: the fan's call fails UNAVAILABLE, and the module's book,
+    once it is back, holds no payment."""
+    address = f"127.0.0.1:{free_port()}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await Stub(channel).PayReservation(pay(card_number=GOOD_CARD), timeout=2)
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    app = await build_module_app(
+        module_settings(tmp_path, "127.0.0.1:1"),
+        database_url=module_db,
+        clock=clock,
+        dispatch=False,
+    )
+    await app.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(module_db) as conn:
+            cursor = await conn.execute("SELECT count(*) FROM payments")
+            assert await cursor.fetchone() == (0,)
+    finally:
+        await app.stop(grace=0.5)
+
+
 async def test_twenty_identical_payments_at_once_take_the_money_once(
     stub: Stub, module_db: str
 ) -> None:
