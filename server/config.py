@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,17 +71,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for spec in _SPECS:
-            raw = env.get(spec.variable)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[spec.field] = spec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{spec.variable}: {exc} (got {raw!r})") from None
-        settings = cls(**values)
+        settings = cls(**read_env(_SPECS, env))
         settings.validate()
         return settings
 
@@ -180,45 +170,63 @@ def _log_format(raw: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class Spec:
+    """One environment variable: the settings field it sets and its parser."""
+
     variable: str
     field: str
     parse: Callable[[str], Any]
 
 
+def read_env(specs: Iterable[Spec], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields the set variables give (unset or empty: the default), parsed;
+    ConfigError naming the variable for a bad value."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for spec in specs:
+        raw = env.get(spec.variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[spec.field] = spec.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{spec.variable}: {exc} (got {raw!r})") from None
+    return values
+
+
 _SPECS = (
-    _Spec("CONCERT_LISTEN", "listen", _listen_address),
-    _Spec("CONCERT_DATABASE_URL", "database_url", _database_url),
-    _Spec("CONCERT_DATABASE_READ_URL", "database_read_url", _database_url),
-    _Spec("CONCERT_DATA_DIR", "data_dir", Path),
-    _Spec("CONCERT_HOLD_TTL_SECONDS", "hold_ttl_seconds", _integer(1, 86400)),
-    _Spec("CONCERT_TOKEN_TTL_SECONDS", "token_ttl_seconds", _integer(10, 86400)),
-    _Spec("CONCERT_SESSION_TTL_SECONDS", "session_ttl_seconds", _integer(60, 30 * 86400)),
-    _Spec("CONCERT_ADMISSION_CAPACITY", "admission_capacity", _integer(0, 1_000_000)),
-    _Spec("CONCERT_PASSWORD_HASH_COST", "password_hash_cost", _integer(10, 20)),
-    _Spec("CONCERT_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _integer(1, 3600)),
-    _Spec("CONCERT_ADMIN_KEY", "admin_key", _secret),
-    _Spec("CONCERT_WORKERS", "workers", _integer(1, 64)),
-    _Spec("CONCERT_MAX_HOLDS_PER_USER", "max_holds_per_user", _integer(1, 100)),
-    _Spec("CONCERT_SEAT_LIST_MAX_AGE_MS", "seat_list_max_age_ms", _integer(0, 60_000)),
-    _Spec("CONCERT_POOL_MIN_SIZE", "pool_min_size", _integer(1, 100)),
-    _Spec("CONCERT_POOL_MAX_SIZE", "pool_max_size", _integer(1, 500)),
-    _Spec("CONCERT_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _integer(100, 600_000)),
-    _Spec("CONCERT_LOCK_TIMEOUT_MS", "lock_timeout_ms", _integer(10, 600_000)),
-    _Spec("CONCERT_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _seconds),
-    _Spec("CONCERT_SEED_DEMO", "seed_demo", _boolean),
-    _Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
-    _Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
-    _Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
-    _Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
-    _Spec("CONCERT_SIGNING_KEYS_FILE", "signing_keys_file", _readable_file),
-    _Spec("CONCERT_PAYMENT_MODULE_SECRETS_FILE", "payment_module_secrets_file", _readable_file),
-    _Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
-    _Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
-    _Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),
-    _Spec("CONCERT_TRUSTED_PROXIES", "trusted_proxies", parse_networks),
-    _Spec("CONCERT_IDEMPOTENCY_TTL_HOURS", "idempotency_ttl_hours", _integer(1, 720)),
-    _Spec("CONCERT_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _integer(1, 1_000_000)),
+    Spec("CONCERT_LISTEN", "listen", _listen_address),
+    Spec("CONCERT_DATABASE_URL", "database_url", _database_url),
+    Spec("CONCERT_DATABASE_READ_URL", "database_read_url", _database_url),
+    Spec("CONCERT_DATA_DIR", "data_dir", Path),
+    Spec("CONCERT_HOLD_TTL_SECONDS", "hold_ttl_seconds", _integer(1, 86400)),
+    Spec("CONCERT_TOKEN_TTL_SECONDS", "token_ttl_seconds", _integer(10, 86400)),
+    Spec("CONCERT_SESSION_TTL_SECONDS", "session_ttl_seconds", _integer(60, 30 * 86400)),
+    Spec("CONCERT_ADMISSION_CAPACITY", "admission_capacity", _integer(0, 1_000_000)),
+    Spec("CONCERT_PASSWORD_HASH_COST", "password_hash_cost", _integer(10, 20)),
+    Spec("CONCERT_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _integer(1, 3600)),
+    Spec("CONCERT_ADMIN_KEY", "admin_key", _secret),
+    Spec("CONCERT_WORKERS", "workers", _integer(1, 64)),
+    Spec("CONCERT_MAX_HOLDS_PER_USER", "max_holds_per_user", _integer(1, 100)),
+    Spec("CONCERT_SEAT_LIST_MAX_AGE_MS", "seat_list_max_age_ms", _integer(0, 60_000)),
+    Spec("CONCERT_POOL_MIN_SIZE", "pool_min_size", _integer(1, 100)),
+    Spec("CONCERT_POOL_MAX_SIZE", "pool_max_size", _integer(1, 500)),
+    Spec("CONCERT_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _integer(100, 600_000)),
+    Spec("CONCERT_LOCK_TIMEOUT_MS", "lock_timeout_ms", _integer(10, 600_000)),
+    Spec("CONCERT_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _seconds),
+    Spec("CONCERT_SEED_DEMO", "seed_demo", _boolean),
+    Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
+    Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),
+    Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
+    Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
+    Spec("CONCERT_SIGNING_KEYS_FILE", "signing_keys_file", _readable_file),
+    Spec("CONCERT_PAYMENT_MODULE_SECRETS_FILE", "payment_module_secrets_file", _readable_file),
+    Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
+    Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),
+    Spec("CONCERT_TLS_CLIENT_CA", "tls_client_ca", _readable_file),
+    Spec("CONCERT_TRUSTED_PROXIES", "trusted_proxies", parse_networks),
+    Spec("CONCERT_IDEMPOTENCY_TTL_HOURS", "idempotency_ttl_hours", _integer(1, 720)),
+    Spec("CONCERT_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _integer(1, 1_000_000)),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)

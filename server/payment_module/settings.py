@@ -7,20 +7,21 @@ it reuses): a bad value stops the process with a one-line error naming it.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from server.config import (
     ConfigError,
+    Spec,
     _database_url,
     _integer,
     _listen_address,
     _log_level,
     _readable_file,
+    read_env,
 )
 from server.module_signing import parse_module_lines
 
@@ -56,17 +57,7 @@ class ModuleSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModuleSettings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for variable, name, parse in _SPECS:
-            raw = env.get(variable)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{variable}: {exc} (got {raw!r})") from None
-        settings = cls(**values)
+        settings = cls(**read_env(_SPECS, env))
         settings.validate()
         return settings
 
@@ -108,21 +99,23 @@ def _module_id(raw: str) -> str:
     return raw
 
 
-_SPECS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
-    ("CONCERT_PAYMENT_MODULE_LISTEN", "listen", _listen_address),
-    ("CONCERT_PAYMENT_MODULE_SERVER", "server_address", _listen_address),
-    ("CONCERT_PAYMENT_MODULE_ID", "module_id", _module_id),
-    ("CONCERT_PAYMENT_MODULE_SECRET_FILE", "secret_file", _readable_file),
-    ("CONCERT_PAYMENT_MODULE_DATABASE_URL", "database_url", _database_url),
-    ("CONCERT_PAYMENT_MODULE_DATA_DIR", "data_dir", Path),
-    ("CONCERT_PAYMENT_MODULE_DECLINE_PERCENT", "decline_percent", _integer(0, 100)),
-    ("CONCERT_PAYMENT_MODULE_DELAY_MS", "delay_ms", _integer(0, 600_000)),
-    ("CONCERT_PAYMENT_MODULE_SLOW_CARD_MS", "slow_card_ms", _integer(0, 600_000)),
-    ("CONCERT_PAYMENT_MODULE_RETRY_BASE_MS", "retry_base_ms", _integer(10, 3_600_000)),
-    ("CONCERT_PAYMENT_MODULE_RETRY_MAX_MS", "retry_max_ms", _integer(10, 3_600_000)),
-    ("CONCERT_PAYMENT_MODULE_CALLBACK_TIMEOUT_MS", "callback_timeout_ms", _integer(100, 600_000)),
-    ("CONCERT_PAYMENT_MODULE_POOL_MAX_SIZE", "pool_max_size", _integer(2, 200)),
-    ("CONCERT_PAYMENT_MODULE_LOG_LEVEL", "log_level", _log_level),
+_SPECS = (
+    Spec("CONCERT_PAYMENT_MODULE_LISTEN", "listen", _listen_address),
+    Spec("CONCERT_PAYMENT_MODULE_SERVER", "server_address", _listen_address),
+    Spec("CONCERT_PAYMENT_MODULE_ID", "module_id", _module_id),
+    Spec("CONCERT_PAYMENT_MODULE_SECRET_FILE", "secret_file", _readable_file),
+    Spec("CONCERT_PAYMENT_MODULE_DATABASE_URL", "database_url", _database_url),
+    Spec("CONCERT_PAYMENT_MODULE_DATA_DIR", "data_dir", Path),
+    Spec("CONCERT_PAYMENT_MODULE_DECLINE_PERCENT", "decline_percent", _integer(0, 100)),
+    Spec("CONCERT_PAYMENT_MODULE_DELAY_MS", "delay_ms", _integer(0, 600_000)),
+    Spec("CONCERT_PAYMENT_MODULE_SLOW_CARD_MS", "slow_card_ms", _integer(0, 600_000)),
+    Spec("CONCERT_PAYMENT_MODULE_RETRY_BASE_MS", "retry_base_ms", _integer(10, 3_600_000)),
+    Spec("CONCERT_PAYMENT_MODULE_RETRY_MAX_MS", "retry_max_ms", _integer(10, 3_600_000)),
+    Spec(
+        "CONCERT_PAYMENT_MODULE_CALLBACK_TIMEOUT_MS", "callback_timeout_ms", _integer(100, 600_000)
+    ),
+    Spec("CONCERT_PAYMENT_MODULE_POOL_MAX_SIZE", "pool_max_size", _integer(2, 200)),
+    Spec("CONCERT_PAYMENT_MODULE_LOG_LEVEL", "log_level", _log_level),
 )
 
-VARIABLES = tuple(variable for variable, _, _ in _SPECS)
+VARIABLES = tuple(spec.variable for spec in _SPECS)
