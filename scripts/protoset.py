@@ -15,10 +15,11 @@ the protoset the generated code's descriptors plus the source info (comments).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+
+from server.reflection import all_messages
 
 
 def default_json_name(name: str) -> str:
@@ -27,17 +28,9 @@ def default_json_name(name: str) -> str:
     return parts[0] + "".join(part[:1].upper() + part[1:] for part in parts[1:])
 
 
-def _all_messages(
-    messages: Iterable[descriptor_pb2.DescriptorProto],
-) -> Iterator[descriptor_pb2.DescriptorProto]:
-    for message in messages:
-        yield message
-        yield from _all_messages(message.nested_type)
-
-
 def drop_default_json_names(descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
     for file in descriptor_set.file:
-        for message in _all_messages(file.message_type):
+        for message in all_messages(file.message_type):
             for field in (*message.field, *message.extension):
                 if field.json_name == default_json_name(field.name):
                     field.ClearField("json_name")

@@ -54,7 +54,7 @@ def v1_file() -> descriptor_pb2.FileDescriptorProto:
     reflection_pb2.DESCRIPTOR.CopyToProto(file)
     file.name = V1_FILE_NAME
     file.package = V1_PACKAGE
-    for message in _all_messages(file.message_type):
+    for message in all_messages(file.message_type):
         for field in message.field:
             if field.type_name.startswith(old_prefix):
                 field.type_name = new_prefix + field.type_name.removeprefix(old_prefix)
@@ -70,12 +70,13 @@ def v1_file() -> descriptor_pb2.FileDescriptorProto:
     return file
 
 
-def _all_messages(
+def all_messages(
     messages: Iterable[descriptor_pb2.DescriptorProto],
 ) -> Iterator[descriptor_pb2.DescriptorProto]:
+    """Every message of a file's message list, nested ones included."""
     for message in messages:
         yield message
-        yield from _all_messages(message.nested_type)
+        yield from all_messages(message.nested_type)
 
 
 def _proto_of(file: Any) -> descriptor_pb2.FileDescriptorProto:
