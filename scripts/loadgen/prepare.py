@@ -35,7 +35,7 @@ from concert.v1 import (
     wallet_pb2,
     wallet_pb2_grpc,
 )
-from server.accounts.passwords import hash_password_blocking
+from server.accounts.kdf import hash_password_blocking
 from server.accounts.sessions import issue_session
 from server.clock import SystemClock
 from server.signing import Signer, load_signing_keys

@@ -1,84 +1,48 @@
-"""Password hashing with scrypt, off the event loop.
+"""Password hashing off the event loop, in two lanes with bounded lines.
 
-A stored hash records its own parameters (`scrypt$<log2 n>$<r>$<p>$<salt>$<key>`),
-so lowering or raising CONCERT_PASSWORD_HASH_COST never locks anyone out: each
-hash verifies with the parameters it was made with.
-
-hashlib.scrypt releases the GIL, so hashing in a thread pool uses every core
-while the event loop keeps serving other calls.
+The hashes themselves are server/accounts/kdf.py (scrypt). hashlib.scrypt
+releases the GIL, so the proven lane's threads use every core while the event
+loop keeps serving other calls; the open lane hashes in worker processes of
+its own, at a low priority (server/accounts/hashing_worker.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import multiprocessing
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TypeVar
 
-from server import base64url
+from server.accounts import hashing_worker
+from server.accounts.kdf import hash_password_blocking, verify_password_blocking
 from server.cpu import available_cpus
 from server.errors import ErrorReason, ResourceExhausted
 
 _T = TypeVar("_T")
 
-_SCHEME = "scrypt"
-_R = 8
-_P = 1
-_KEY_BYTES = 32
-_SALT_BYTES = 16
 
-
-def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
-    n = 1 << log2_n
-    return hashlib.scrypt(
-        password.encode(),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        dklen=_KEY_BYTES,
-        maxmem=256 * n * r + (1 << 20),
-    )
-
-
-def hash_password_blocking(password: str, cost: int) -> str:
-    salt = secrets.token_bytes(_SALT_BYTES)
-    key = _scrypt(password, salt, cost, _R, _P)
-    return "$".join(
-        (_SCHEME, str(cost), str(_R), str(_P), base64url.encode(salt), base64url.encode(key))
-    )
-
-
-def verify_password_blocking(password: str, stored: str) -> bool:
-    try:
-        scheme, cost, r, p, salt, key = stored.split("$")
-        if scheme != _SCHEME:
-            return False
-        expected = base64url.decode(key)
-        actual = _scrypt(password, base64url.decode(salt), int(cost), int(r), int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-# Hashes that may wait for a thread, per thread: beyond them a call is refused
+# Hashes that may wait for a worker, per worker: beyond them a call is refused
 # at once (RESOURCE_EXHAUSTED) instead of queueing behind a storm. With two
-# waiting per thread, an accepted call waits at most about two hashes' time.
-WAITING_PER_THREAD = 2
-# How much the open lane's threads yield the CPU (a nice value, Linux only):
-# when the cores are short, the event loop (every other call) and the proven
-# lane come first, and an anonymous storm's hashes take what they leave.
+# waiting per worker, an accepted call waits at most about two hashes' time.
+WAITING_PER_WORKER = 2
+# How much the open lane's worker processes yield the CPU (a nice value, also
+# given to their autogroup): when the cores are short, the event loop (every
+# other call), the proven lane, the database and the proxies come first, and
+# an anonymous storm's hashes take what they leave.
 OPEN_LANE_NICENESS = 10
+# The open lane's workers are forked from a small server process that has
+# imported only the hashing (multiprocessing's forkserver): a fresh worker
+# starts in milliseconds, without a copy of the server's threads or memory.
+_WORKER_MODULES = ["server.accounts.kdf", "server.accounts.hashing_worker"]
 
 
 class HashingBusy(ResourceExhausted):
-    """Every thread is hashing and the waiting line is full: refused at once."""
+    """Every worker is hashing and the waiting line is full: refused at once."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -88,20 +52,29 @@ class HashingBusy(ResourceExhausted):
         )
 
 
-def _yield_cpu(niceness: int) -> None:
-    """Lower the calling thread's priority (Linux: nice is per thread)."""
-    if niceness <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        thread = threading.get_native_id()
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
-    except OSError:  # not permitted here: the lane runs at the process's priority
-        pass
+def hashing_threads(name: str, workers: int) -> Callable[[], Executor]:
+    return lambda: ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+
+
+def hashing_processes(workers: int, niceness: int) -> Callable[[], Executor]:
+    """Worker processes that lead sessions of their own, niced, and end with
+    this process (see hashing_worker)."""
+
+    def start() -> Executor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_WORKER_MODULES)
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=hashing_worker.start,
+            initargs=(os.getpid(), niceness),
+        )
+
+    return start
 
 
 class HashingLane:
-    """Threads of their own and a bounded line in front of them (FIFO, the executor's).
+    """Workers of their own and a bounded line in front of them (FIFO, the executor's).
 
     A lane that `yields_to` another starts no hash while that one is hashing:
     memory-hard hashes slow each other down through the shared caches and
@@ -111,10 +84,8 @@ class HashingLane:
 
     def __init__(
         self,
-        name: str,
-        threads: int,
+        workers: Callable[[], Executor],
         places: int,
-        niceness: int = 0,
         yields_to: HashingLane | None = None,
     ) -> None:
         self.places = places  # running plus waiting
@@ -123,12 +94,8 @@ class HashingLane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._yields_to = yields_to
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads,
-            thread_name_prefix=name,
-            initializer=_yield_cpu,
-            initargs=(niceness,),
-        )
+        self._start_workers = workers
+        self._executor = workers()
 
     def has_room(self) -> bool:
         return self.in_flight < self.places
@@ -138,8 +105,18 @@ class HashingLane:
             await self._yields_to._idle.wait()
         self._hashing += 1
         self._idle.clear()
+        loop = asyncio.get_running_loop()
+        executor = self._executor
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+            try:
+                return await loop.run_in_executor(executor, function, *args)
+            except BrokenProcessPool:
+                # A worker process died (killed, out of memory) and took the pool
+                # with it: the first call to notice starts new workers, and every
+                # call it failed runs once more there (a hash has no side effects).
+                if self._executor is executor:
+                    self._executor = self._start_workers()
+                return await loop.run_in_executor(self._executor, function, *args)
         finally:
             self._hashing -= 1
             if not self._hashing:
@@ -151,14 +128,16 @@ class HashingLane:
 
 class PasswordHasher:
     """Hashes and verifies passwords off the event loop, in two lanes, each with
-    threads of its own behind a bounded line (anonymous callers cannot queue
+    workers of its own behind a bounded line (anonymous callers cannot queue
     unbounded work):
 
-    - the open lane, for anyone: as many threads as the CPUs this process may
-      use, niced so that a storm of anonymous hashes yields the CPU, and
-      starting no hash while the proven lane hashes;
+    - the open lane, for anyone: as many worker processes as the CPUs this
+      process may use, niced (and their autogroups) so that a storm of
+      anonymous hashes yields the CPU to everything else on the host, and
+      starting no hash while the proven lane hashes. Its hashes' memory (16 MiB
+      each at the production cost) is theirs, not the server's;
     - the proven lane, for callers who proved a past success (a session
-      credential of the account from an earlier sign-in): as many threads again,
+      credential of the account from an earlier sign-in): as many threads,
       at the process's priority. A junk flood fills the open lane, never this
       one, so a fan who signed in before never waits behind it. When the proven
       lane is full, a proven caller takes a place in the open lane.
@@ -167,15 +146,14 @@ class PasswordHasher:
     def __init__(self, cost: int, workers: int | None = None, waiting: int | None = None) -> None:
         self._cost = cost
         self.workers = workers or available_cpus()
-        line = WAITING_PER_THREAD * self.workers if waiting is None else waiting
+        line = WAITING_PER_WORKER * self.workers if waiting is None else waiting
         self.proven = HashingLane(
-            "scrypt-proven", self.workers, self.workers * (1 + WAITING_PER_THREAD)
+            hashing_threads("scrypt-proven", self.workers),
+            self.workers * (1 + WAITING_PER_WORKER),
         )
         self.open = HashingLane(
-            "scrypt",
-            self.workers,
+            hashing_processes(self.workers, OPEN_LANE_NICENESS),
             self.workers + line,
-            OPEN_LANE_NICENESS,
             yields_to=self.proven,
         )
         # Verified when the email is unknown, so that answer costs a hash too:

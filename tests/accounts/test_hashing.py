@@ -8,11 +8,8 @@ import grpc
 import pytest
 
 from concert.v1 import account_pb2
-from server.accounts.passwords import (
-    PasswordHasher,
-    hash_password_blocking,
-    verify_password_blocking,
-)
+from server.accounts.kdf import hash_password_blocking, verify_password_blocking
+from server.accounts.passwords import PasswordHasher
 from server.accounts.throttle import PAIR_LIMIT
 from server.config import Settings
 from tests.support import Stubs

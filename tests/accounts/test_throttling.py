@@ -9,7 +9,8 @@
 - Beyond the hashing threads and their bounded waiting line, a password call is
   refused at once with RESOURCE_EXHAUSTED and RetryInfo.
 - A caller who proves a past sign-in hashes in a lane of its own, which the
-  anonymous lane's niced threads yield the CPU to.
+  anonymous lane's niced worker processes yield the CPU to; a worker killed
+  mid-hash costs no call its answer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +33,12 @@ import pytest
 
 from concert.v1 import account_pb2
 from server.accounts import store as accounts_store
+from server.accounts.kdf import hash_password_blocking
 from server.accounts.passwords import (
     OPEN_LANE_NICENESS,
     HashingBusy,
     HashingLane,
     PasswordHasher,
-    hash_password_blocking,
 )
 from server.accounts.throttle import EMAIL_LIMIT, FAILURE_WINDOW, PAIR_LIMIT, SignInThrottle
 from server.app import App
@@ -242,23 +247,45 @@ async def test_a_proven_caller_takes_the_open_lane_when_its_own_is_full() -> Non
         hasher.close()
 
 
-def test_the_open_lane_yields_the_cpu_to_the_proven_lane() -> None:
-    """Linux nice values are per thread: the open lane's threads run niced."""
+async def test_the_open_lane_hashes_in_niced_processes_of_their_own_sessions() -> None:
+    """The open lane's workers are processes that lead sessions (so autogroups)
+    of their own, niced; the proven lane's threads run at the server's priority."""
     hasher = PasswordHasher(cost=10, workers=1)
-
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    async def both() -> tuple[int, int]:
-        return await hasher.open.run(niceness), await hasher.proven.run(niceness)
-
     try:
-        open_nice, proven_nice = asyncio.run(both())
+        worker = await hasher.open.run(os.getpid)
+        session = await hasher.open.run(os.getsid, 0)
+        open_nice = await hasher.open.run(os.getpriority, os.PRIO_PROCESS, 0)
+        proven_nice = await hasher.proven.run(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
     finally:
         hasher.close()
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert proven_nice == own
+    assert worker != os.getpid() and session == worker
     assert open_nice == min(19, own + OPEN_LANE_NICENESS)
+    assert proven_nice == own
+
+
+async def test_a_worker_killed_mid_hash_costs_the_call_nothing() -> None:
+    """A worker process dies (out of memory, killed) while it hashes: the pool
+    is replaced and the hash runs again on a new worker; later calls are served."""
+    hasher = PasswordHasher(cost=10, workers=1)
+    stored = hash_password_blocking("a password", 10)
+    slow = hash_password_blocking("a password", 17)  # long enough to be killed in
+    try:
+        worker = await hasher.open.run(os.getpid)
+        hashing = asyncio.ensure_future(hasher.verify("a password", slow))
+        await asyncio.sleep(0.1)
+        assert not hashing.done()
+        os.kill(worker, signal.SIGKILL)
+        assert await hashing is True
+        replacement = await hasher.open.run(os.getpid)
+        assert replacement != worker
+        assert await hasher.verify("a password", stored) is True
+        assert await hasher.verify("another", stored) is False
+    finally:
+        hasher.close()
+    assert hasher.open.in_flight == 0
 
 
 async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_proven_fans_in(
@@ -305,21 +332,64 @@ async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_prove
 
 async def test_the_open_lane_starts_no_hash_while_the_proven_lane_hashes() -> None:
     hasher = PasswordHasher(cost=10, workers=1)
-    release, proven_started, open_started = threading.Event(), threading.Event(), []
+    release, proven_started = threading.Event(), threading.Event()
 
     def proven_hash() -> None:
         proven_started.set()
         release.wait(timeout=10)
 
     try:
+        await hasher.open.run(os.getpid)  # its worker is started and idle
         proven = asyncio.ensure_future(hasher.proven.run(proven_hash))
         await asyncio.to_thread(proven_started.wait, 10)
-        junk = asyncio.ensure_future(hasher.open.run(lambda: open_started.append(True)))
-        await asyncio.sleep(0.05)  # the open lane's thread is free: only the gate holds it
-        assert open_started == []
+        junk = asyncio.ensure_future(hasher.open.run(os.getpid))
+        await asyncio.sleep(0.2)  # the open lane's worker is free: only the gate holds it
+        assert not junk.done()
         release.set()
         await asyncio.gather(proven, junk)
-        assert open_started == [True]
+        assert junk.result() != os.getpid()
     finally:
         release.set()
         hasher.close()
+
+
+def test_the_open_lanes_workers_end_with_a_killed_server(tmp_path: Path) -> None:
+    """SIGKILL gives the server no chance to stop its workers: they see it go
+    and exit, and take multiprocessing's fork server with them."""
+    script = tmp_path / "hashing_server.py"
+    script.write_text(
+        "import asyncio, os, sys, time\n"
+        "from server.accounts.passwords import PasswordHasher\n"
+        "async def main():\n"
+        "    hasher = PasswordHasher(cost=10, workers=1)\n"
+        "    print(await hasher.open.run(os.getpid), flush=True)\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        assert _running(worker)
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)
+
+
+def _running(pid: int) -> bool:
+    """True while pid is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

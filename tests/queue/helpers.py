@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from server.accounts.passwords import hash_password_blocking
+from server.accounts.kdf import hash_password_blocking
 from server.accounts.sessions import issue_session
 from server.accounts.store import insert_user_with_wallet
 from server.app import App
