@@ -64,6 +64,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from server.jobs import JobRun
+from server.observability.loop_lag import LAG_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,12 @@ class Metrics:
             "Duration of the job runs this process made, in seconds.",
             ("job_name",),
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "concert_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a sampler, every 100 ms.",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
         self._job_last_run: dict[str, float] = {}

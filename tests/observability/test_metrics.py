@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.error
 import urllib.request
 
@@ -176,3 +177,19 @@ async def test_no_endpoint_unless_configured(database_url: str, settings: Settin
         assert application.metrics_port is None
     finally:
         await application.stop(grace=0.1)
+
+
+async def test_a_held_event_loop_shows_in_the_loop_lag(app: App) -> None:
+    """A step that holds the loop 300 ms makes the sampler wake at least 200 ms late."""
+    assert app.metrics_port
+    before = await scrape(app.metrics_port)
+    late = ("concert_event_loop_lag_seconds_bucket", {"le": "0.1"})
+    time.sleep(0.3)  # noqa: ASYNC251 - holding the loop is the point: a CPU-bound step
+    await asyncio.sleep(0.25)  # the sampler's next wake, recorded
+    after = await scrape(app.metrics_port)
+    count = "concert_event_loop_lag_seconds_count"
+    assert value(after, count) > value(before, count)
+    stalled = (value(after, count) - value(after, *late)) - (
+        value(before, count) - value(before, *late)
+    )
+    assert stalled >= 1

@@ -1,0 +1,44 @@
+"""How late the event loop runs what is ready: `concert_event_loop_lag_seconds`.
+
+Every call of a process is served by one event loop. When something holds it
+(a CPU-bound step, a storm of calls, a GIL held elsewhere), every call waits,
+whatever its own cost; per-method latency shows that only blurred. A sampler
+asks the loop to wake it after a fixed pause and records how much later than
+asked it woke. Under a junk storm this told apart a loop that is saturated
+(lag near the calls' latency) from one that is not (lag of a few ms while
+the calls wait elsewhere: the host's CPU, the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import Histogram
+
+# Often enough to catch a stall of a few ms; cheap (one timer per interval).
+SAMPLE_SECONDS = 0.1
+# From "nothing waits" to "every call misses its deadline".
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LoopLagSampler:
+    def __init__(self, histogram: Histogram, interval: float = SAMPLE_SECONDS) -> None:
+        self._histogram = histogram
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self._interval
+            await asyncio.sleep(self._interval)
+            self._histogram.observe(max(0.0, loop.time() - asked))
