@@ -14,6 +14,11 @@ crowd of fans (see onsale.py).
 
 Every call's start (monotonic, comparable across processes), latency and
 status code are recorded; the orchestrator turns them into the tables.
+
+A phase with `honour_retry_info` plays clients built from our client guide:
+refused with a RetryInfo (RESOURCE_EXHAUSTED, UNAVAILABLE), a client waits the
+delay it was given, plus up to half again as jitter, before its next call.
+Without it a client calls again at once, as a bot does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from tqdm import tqdm
 
 from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder, run_drive
@@ -50,15 +57,21 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
     cpu_began = time.process_time()
     deadline = recorder.began + float(phase["duration"])
 
-    async def send(call: grpc.aio.UnaryUnaryMultiCallable, index: int, started: float) -> None:
+    honour_retry_info = bool(phase.get("honour_retry_info"))
+
+    async def send(call: grpc.aio.UnaryUnaryMultiCallable, index: int, started: float) -> float:
+        """Make one call and record it; the seconds the server asked to wait, if any."""
         request, metadata = calls[index % len(calls)]
+        wait = 0.0
         try:
             await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
             recorder.record(started, time.monotonic(), error.code().name, error.details() or "")
+            wait = _retry_delay(error)
         else:
             recorder.record(started, time.monotonic(), "OK")
         progress.update()
+        return wait
 
     async def client(index: int) -> None:
         """Closed loop: the next call as soon as the last one is answered."""
@@ -66,7 +79,10 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
         call = channels.unary(index, method)
         while issued < requests and time.monotonic() < deadline:
             issued += 1
-            await send(call, issued - 1, time.monotonic())
+            wait = await send(call, issued - 1, time.monotonic())
+            if honour_retry_info and wait:
+                pause = min(wait * random.uniform(1.0, 1.5), deadline - time.monotonic())
+                await asyncio.sleep(max(0.0, pause))
 
     async def paced(rate: float, in_flight: asyncio.Semaphore) -> None:
         """Open loop: call i is due at began + i / rate, answered or not (a probe
@@ -100,6 +116,20 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
     wall = recorder.ended - recorder.began
     recorder.extra["client_cores"] = (time.process_time() - cpu_began) / wall if wall else 0.0
     return recorder
+
+
+def _retry_delay(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of a refusal, in seconds; 0 when it carries none."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return info.retry_delay.ToTimedelta().total_seconds()
+    return 0.0
 
 
 async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:

@@ -266,9 +266,13 @@ async def charge(setup: Setup) -> list[dict[str, Any]]:
 
 
 async def sign_in_storm(setup: Setup) -> list[dict[str, Any]]:
-    """SignIn at full concurrency while a probe polls GetQueueStatus beside it at a fixed rate."""
+    """SignIn at full concurrency while a probe polls GetQueueStatus beside it at a fixed rate.
+
+    The fans' apps are built from our client guide: refused busy, they wait the
+    RetryInfo delay before trying again (the junk storm's bots do not)."""
     [storm] = await sign_in(setup)
     storm["name"] = "SignIn (storm)"
+    storm["honour_retry_info"] = True
     [probe] = await get_queue_status(setup)
     probe["name"] = "GetQueueStatus (during storm)"
     probe["concurrency"] = STORM_PROBE_CONCURRENCY
