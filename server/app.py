@@ -43,6 +43,7 @@ from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock, SystemClock
 from server.config import ConfigError, Settings
 from server.context import ServiceContext
+from server.cpu import cpus_per_process
 from server.db.migrate import migrate
 from server.db.pool import open_pool
 from server.db.probe import DatabaseProbe
@@ -360,7 +361,11 @@ def _health_server(
 def _build_features(ctx: ServiceContext) -> Features:
     """The features' runtimes, each handed to the servicers and jobs that use it."""
     settings = ctx.settings
-    accounts = AccountRuntime(PasswordHasher(settings.password_hash_cost), signer=ctx.signer)
+    # Hashing workers for this process's share of the CPUs: with CONCERT_WORKERS
+    # processes on one machine, each sized for all of them would run N times
+    # as many hashes as there are cores, each N times slower.
+    hasher = PasswordHasher(settings.password_hash_cost, workers=cpus_per_process(settings.workers))
+    accounts = AccountRuntime(hasher, signer=ctx.signer)
     queue = QueueRuntime(settings, ctx.pool, ctx.clock)
     booking = BookingRuntime(
         gateway=WalletGateway(ctx.pool, ctx.clock),

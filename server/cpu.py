@@ -27,6 +27,12 @@ def available_cpus(cgroup: Path = CGROUP) -> int:
     return max(1, cpus)
 
 
+def cpus_per_process(processes: int, cgroup: Path = CGROUP) -> int:
+    """This process's share of the CPUs when `processes` server processes share
+    them (CONCERT_WORKERS forks that many on one machine): at least one."""
+    return max(1, available_cpus(cgroup) // max(1, processes))
+
+
 def cgroup_cpu_quota(cgroup: Path = CGROUP) -> float | None:
     """CPUs' worth of time the cgroup allows, or None when unlimited or unknown."""
     try:

@@ -41,10 +41,10 @@ from server.accounts.passwords import (
     PasswordHasher,
 )
 from server.accounts.throttle import EMAIL_LIMIT, FAILURE_WINDOW, PAIR_LIMIT, SignInThrottle
-from server.app import App
+from server.app import App, build_app
 from server.client_address import client_address, parse_networks
 from server.config import Settings
-from server.cpu import available_cpus, cgroup_cpu_quota
+from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
 from tests.fans import new_fan
 from tests.support import Stubs, error_details
 
@@ -198,6 +198,28 @@ def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert available_cpus(tmp_path) == 1
+
+
+def test_server_processes_on_one_machine_share_its_cpus(tmp_path: Path) -> None:
+    """CONCERT_WORKERS=N: each process hashes with its share of the CPUs, at least one."""
+    (tmp_path / "cpu.max").write_text("400000 100000\n")  # 4 CPUs' worth
+    cpus = available_cpus(tmp_path)
+    assert cpus_per_process(1, tmp_path) == cpus
+    assert cpus_per_process(2, tmp_path) == max(1, cpus // 2)
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert cpus_per_process(4, tmp_path) == 1
+
+
+async def test_the_apps_hasher_takes_its_processes_share(
+    database_url: str, settings: Settings
+) -> None:
+    application = await build_app(
+        settings.replace(workers=2), database_url=database_url, start_jobs=False
+    )
+    try:
+        assert application.accounts.hasher.workers == cpus_per_process(2)
+    finally:
+        await application.stop(grace=0.1)
 
 
 async def test_a_proven_caller_has_a_lane_of_its_own() -> None:
