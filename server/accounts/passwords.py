@@ -115,8 +115,12 @@ class HashingLane:
                 # with it: the first call to notice starts new workers, and every
                 # call it failed runs once more there (a hash has no side effects).
                 if self._executor is executor:
+                    executor.shutdown(wait=False, cancel_futures=True)
                     self._executor = self._start_workers()
+            try:
                 return await loop.run_in_executor(self._executor, function, *args)
+            except BrokenProcessPool:  # the new workers died too: the caller retries later
+                raise HashingBusy from None
         finally:
             self._hashing -= 1
             if not self._hashing:

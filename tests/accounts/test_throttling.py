@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from concert.v1 import account_pb2
@@ -308,6 +309,40 @@ async def test_a_worker_killed_mid_hash_costs_the_call_nothing() -> None:
     finally:
         hasher.close()
     assert hasher.open.in_flight == 0
+
+
+async def test_workers_that_keep_dying_make_the_call_busy_not_internal() -> None:
+    """The replacement worker dies too: the call is refused PASSWORD_HASHING_BUSY
+    (retry shortly), never an unexpected error; the next call gets new workers."""
+    hasher = PasswordHasher(cost=10, workers=1)
+    stored = hash_password_blocking("a password", 10)
+    slow = hash_password_blocking("a password", 17)
+    try:
+        first = await hasher.open.run(os.getpid)
+        hashing = asyncio.ensure_future(hasher.verify("a password", slow))
+        await asyncio.sleep(0.1)
+        os.kill(first, signal.SIGKILL)
+        replacement = await _new_worker(besides={first})
+        await asyncio.sleep(0.1)  # it is hashing the call again
+        os.kill(replacement, signal.SIGKILL)
+        with pytest.raises(HashingBusy):
+            await hashing
+        assert await hasher.verify("a password", stored) is True
+    finally:
+        hasher.close()
+
+
+async def _new_worker(besides: set[int]) -> int:
+    """A worker process of this test's hasher other than `besides`: workers lead
+    sessions of their own, which the fork server and resource tracker do not."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if child.pid not in besides and os.getsid(child.pid) == child.pid:
+                    return child.pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("no new worker started")
 
 
 async def test_a_full_open_lane_refuses_before_any_database_work_and_keeps_proven_fans_in(
