@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import subprocess
@@ -29,7 +30,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc
 import psycopg
 
-from loadgen import cluster, report
+from loadgen import cluster, report, server_metrics
 from loadgen import profile as profiling
 from loadgen.client import run_drive
 from loadgen.prepare import Preparer, measure_hash_seconds
@@ -223,6 +224,7 @@ async def _scenario(
                             f"-sc{options.synchronous_commit}"
                         )
                     stages = [baseline(options), phases]
+                    lag_before = _loop_lag(server)
                     if profile:
                         folded = out / f"{label}.folded"
                         with profiling.sampling(server.process.pid, folded):
@@ -232,6 +234,7 @@ async def _scenario(
                         extra["profile"] = str(summary)
                     else:
                         results = await _drive(server.address, options, stages, out, label)
+                    extra.update(_loop_lag_figures(lag_before, _loop_lag(server)))
                     base = next(r for r in results if r["name"].endswith("(baseline)"))
                     base_row = _row(base, scenario_label, workers, options, server)
                     for result in results:
@@ -254,6 +257,28 @@ async def _scenario(
                     extra["peak_rss_mib_total"] = server.memory.peak_total() / report.MIB
                     extras.append(extra)
     return rows, extras
+
+
+def _loop_lag(server: cluster.ServerProcess) -> server_metrics.Buckets | None:
+    if server.metrics_address is None:
+        return None
+    return server_metrics.histogram(server.metrics_address, server_metrics.LOOP_LAG)
+
+
+def _loop_lag_figures(
+    before: server_metrics.Buckets | None, after: server_metrics.Buckets | None
+) -> dict[str, float | None]:
+    """The server's event-loop lag over the baseline and the stage, as bucket
+    bounds ("p99 at most 5 ms"): near the calls' latency, the loop was the
+    bottleneck; far under it, the calls waited elsewhere."""
+    if before is None or after is None:
+        return {}
+    figures: dict[str, float | None] = {}
+    for name, quantile in (("p50", 0.5), ("p99", 0.99)):
+        bound = server_metrics.quantile_bound(before, after, quantile)
+        # JSON has no infinity: past the last bucket (2.5 s) reads as null.
+        figures[f"loop_lag_{name}_at_most_ms"] = bound * 1000 if math.isfinite(bound) else None
+    return figures
 
 
 def _row(

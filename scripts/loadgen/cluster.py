@@ -139,6 +139,7 @@ class ServerProcess:
     workers: int
     log_path: Path
     postgres: Postgres | None = None
+    metrics_address: str | None = None  # HOST:PORT of its /metrics, with one worker
     memory: MemorySamples = field(default_factory=MemorySamples)
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -192,6 +193,9 @@ def server(
 ) -> Iterator[ServerProcess]:
     """`python -m server` on a free loopback port, SERVING, stopped on exit."""
     address = f"127.0.0.1:{free_port()}"
+    # The server's own figures (its event loop's lag) where one endpoint can
+    # give them: several workers cannot share a metrics port.
+    metrics_address = f"127.0.0.1:{free_port()}" if workers == 1 else None
     env = {
         **os.environ,
         "CONCERT_DATABASE_URL": database_url,
@@ -204,6 +208,7 @@ def server(
         "CONCERT_TRUSTED_PROXIES": "127.0.0.1",
         "CONCERT_LOG_LEVEL": "WARNING",
         "CONCERT_SHUTDOWN_GRACE_SECONDS": "5",
+        **({"CONCERT_METRICS_LISTEN": metrics_address} if metrics_address else {}),
         **(extra_env or {}),
     }
     log_path = out_dir / f"server-{address.rpartition(':')[2]}.log"
@@ -217,7 +222,7 @@ def server(
             # only, which stops the server itself (SIGTERM, drain) on its way out.
             start_new_session=True,
         )
-    running = ServerProcess(process, address, workers, log_path, postgres)
+    running = ServerProcess(process, address, workers, log_path, postgres, metrics_address)
     try:
         _wait_serving(running)
         threading.Thread(target=running._sample, name="rss-sampler", daemon=True).start()

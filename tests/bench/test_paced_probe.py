@@ -5,6 +5,7 @@ closed-loop clients: the storm's fans honour RetryInfo, the junk storm's bots do
 from __future__ import annotations
 
 import base64
+import math
 from datetime import timedelta
 
 import grpc
@@ -12,6 +13,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from loadgen.drive import Channels, run_phase
+from loadgen.server_metrics import quantile_bound
 
 from tests.support import free_port
 
@@ -117,3 +119,17 @@ async def test_clients_that_honour_retry_info_wait_the_delay_and_bots_do_not() -
     finally:
         await channels.close()
         await server.stop(None)
+
+
+def test_the_loop_lag_quantile_is_the_bound_of_its_bucket() -> None:
+    """Cumulative buckets read before and after a stage: the stage's own
+    observations decide, and a quantile past the last bound is infinite."""
+    before = {0.001: 10.0, 0.005: 10.0, 0.05: 10.0, math.inf: 10.0}
+    # The stage: 90 samples under 1 ms, 9 under 5 ms, 1 under 50 ms.
+    after = {0.001: 100.0, 0.005: 109.0, 0.05: 110.0, math.inf: 110.0}
+    assert quantile_bound(before, after, 0.5) == 0.001
+    assert quantile_bound(before, after, 0.95) == 0.005
+    assert quantile_bound(before, after, 0.999) == 0.05
+    stalled = {0.001: 10.0, 0.005: 10.0, 0.05: 10.0, math.inf: 20.0}
+    assert quantile_bound(before, stalled, 0.5) == math.inf
+    assert math.isnan(quantile_bound(before, before, 0.5))
