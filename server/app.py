@@ -51,7 +51,7 @@ from server.idempotency import PRUNE_JOB, prune_expired_keys
 from server.interceptors import CallPipeline, ErrorLayer
 from server.jobs import JobRunner
 from server.observability.interceptor import ObservabilityLayer
-from server.observability.loop_lag import LoopLagSampler
+from server.observability.loop_lag import sample_loop_lag
 from server.queue.gate import QueueGateLayer
 from server.queue.install import install_queue
 from server.queue.runtime import QueueRuntime
@@ -149,7 +149,7 @@ class App:
     health_port: int | None = None
     key_reload: asyncio.Task[None] | None = None  # database signing keys, re-read
     tracing: Tracing | None = None  # spans per call and per statement, when on
-    loop_lag: LoopLagSampler | None = None  # concert_event_loop_lag_seconds
+    loop_lag: asyncio.Task[None] | None = None  # concert_event_loop_lag_seconds
 
     @property
     def queue(self) -> QueueRuntime:
@@ -172,8 +172,9 @@ class App:
         if self.ctx.settings.metrics_listen:
             self.metrics_port = self.ctx.metrics.serve(self.ctx.settings.metrics_listen)
         await self.server.start()
-        self.loop_lag = LoopLagSampler(self.ctx.metrics.loop_lag)
-        self.loop_lag.start()
+        self.loop_lag = asyncio.create_task(
+            sample_loop_lag(self.ctx.metrics.loop_lag), name="loop-lag"
+        )
         if self.health_server is not None:
             await self.health_server.start()
         for hook in self.ctx.on_start:
@@ -215,8 +216,7 @@ class App:
             await self.health_server.stop(0)
         for hook in reversed(self.ctx.on_stop):
             await hook()
-        if self.loop_lag is not None:
-            await self.loop_lag.stop()
+        await cancel_and_wait(self.loop_lag)
         await self.ctx.pool.close()
         if self.ctx.replica_pool is not None:
             await self.ctx.replica_pool.close()

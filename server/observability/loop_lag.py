@@ -21,24 +21,10 @@ SAMPLE_SECONDS = 0.1
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-class LoopLagSampler:
-    def __init__(self, histogram: Histogram, interval: float = SAMPLE_SECONDS) -> None:
-        self._histogram = histogram
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._sample(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _sample(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time() + self._interval
-            await asyncio.sleep(self._interval)
-            self._histogram.observe(max(0.0, loop.time() - asked))
+async def sample_loop_lag(histogram: Histogram, interval: float = SAMPLE_SECONDS) -> None:
+    """Record the loop's lateness into histogram until cancelled (a background task)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + interval
+        await asyncio.sleep(interval)
+        histogram.observe(max(0.0, loop.time() - asked))
