@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from tqdm import tqdm
 
 from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder, run_drive
@@ -120,15 +121,12 @@ async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -
 
 def _retry_delay(error: grpc.aio.AioRpcError) -> float:
     """The RetryInfo delay of a refusal, in seconds; 0 when it carries none."""
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin":
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
-                detail.Unpack(info)
-                return info.retry_delay.ToTimedelta().total_seconds()
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
     return 0.0
 
 

@@ -68,7 +68,10 @@ async def _refusing_server(retry_seconds: float) -> tuple[grpc.aio.Server, int]:
     delay.FromTimedelta(timedelta(seconds=retry_seconds))
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], details=[detail])
+    # As server/errors.py makes them: code and message agree with the call's.
+    status = status_pb2.Status(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message="busy", details=[detail]
+    )
 
     async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await context.abort(
