@@ -1,4 +1,5 @@
-"""How many CPUs this process may use: its affinity, capped by a container's CPU quota.
+"""How many CPUs this process may use (its affinity, capped by a container's CPU
+quota), and how it gives them away (yield_cpu).
 
 os.cpu_count() is the host's cores: in a container limited to one CPU on a
 16-core node it says 16, and a pool sized by it runs 16 hashes at once on one
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
+AUTOGROUP = Path("/proc/self/autogroup")
 
 
 def available_cpus(cgroup: Path = CGROUP) -> int:
@@ -50,3 +52,32 @@ def cgroup_cpu_quota(cgroup: Path = CGROUP) -> float | None:
     if quota_us <= 0 or period_us <= 0:
         return None
     return quota_us / period_us
+
+
+def yield_cpu(niceness: int) -> None:
+    """Run this process at a lower priority, whichever way the host shares the CPU.
+
+    A nice value is per thread on Linux, but with the kernel's autogroups on (a
+    process started in a session of its own: most hosts outside containers,
+    and this CI machine) the CPU is first shared between sessions, and a nice
+    value only counts inside one: a niced thread still holds its session's
+    whole share against a proxy's or a database's session, and their wakeups
+    wait for it. So the process leads a session of its own (unless it already
+    does) and nices that session's autogroup and itself; in a container (no
+    autogroups) its nice value is what counts. Raising a nice value needs no
+    privilege. Stdlib only: the hasher's worker processes call it first thing.
+    """
+    if niceness <= 0:
+        return
+    try:
+        os.setsid()
+    except (AttributeError, OSError):  # already a session leader (or no sessions here)
+        pass
+    try:
+        AUTOGROUP.write_text(str(niceness))
+    except OSError:  # no autogroups here: the process's nice value is all there is
+        pass
+    try:
+        os.nice(niceness)
+    except (AttributeError, OSError):
+        pass

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from tqdm import tqdm
 
 from loadgen.client import CALL_TIMEOUT_SECONDS, Channels, Recorder, run_drive
 from loadgen.onsale import run_onsale
+from server.cpu import yield_cpu
 
 
 async def run_phase(channels: Channels, phase: dict[str, Any], progress: tqdm) -> Recorder:
@@ -181,24 +181,12 @@ async def _run_apart(target: str, channel_count: int, phase: dict[str, Any]) -> 
         return [Recorder.from_json(r) for r in results]
 
 
-def _yield_cpu(niceness: int) -> None:
-    """Run this process at a lower priority. With the kernel's autogroups on
-    (most desktops and this CI machine), CPU is first shared between sessions
-    and a nice value only counts inside one: this process leads a session of its
-    own, so its session's autogroup is niced too."""
-    os.nice(niceness)
-    try:
-        Path("/proc/self/autogroup").write_text(str(niceness))
-    except OSError:  # no autogroups here: the process's nice value is all there is
-        pass
-
-
 def main(argv: list[str]) -> int:
     plan_path, result_path = argv
     with open(plan_path) as handle:
         plan = json.load(handle)
     if plan.get("niceness"):
-        _yield_cpu(int(plan["niceness"]))
+        yield_cpu(int(plan["niceness"]))
     results = asyncio.run(run_plan(plan))
     with open(result_path, "w") as handle:
         json.dump(results, handle)

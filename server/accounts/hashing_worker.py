@@ -1,21 +1,16 @@
 """What runs first in each of the open lane's worker processes: give the CPU
 away, and never outlive the server.
 
-Priority. A nice value is per thread on Linux, but with the kernel's
-autogroups on (a process started in a session of its own: most hosts outside
-containers, and this CI machine) the CPU is first shared between sessions, and
-a nice value only counts inside one. A niced thread of the server still holds
-the server's whole share against a proxy's or a database's session, and their
-wakeups wait for it. A worker process that leads a session of its own, with
-that session's autogroup niced, yields the CPU whichever way the host shares
-it; in a container (no autogroups) its nice value is what counts.
+Priority. Each worker leads a session of its own, niced with its autogroup
+(server/cpu.yield_cpu): niced threads in the server's process had still held
+the server's whole autogroup share against the database's and the proxies'.
 
 Lifetime. A pool's worker blocks reading its task queue, whose write end it
 holds itself, so it never sees the server die; killed with SIGKILL, the server
 would leave its workers (and multiprocessing's fork server, which they keep
 alive) running forever. Each worker watches the server's process instead.
 
-Imported by the worker processes: stdlib only.
+Imported by the worker processes: stdlib only, and server/cpu.py (stdlib only).
 """
 
 from __future__ import annotations
@@ -24,9 +19,9 @@ import os
 import select
 import threading
 import time
-from pathlib import Path
 
-AUTOGROUP = Path("/proc/self/autogroup")
+from server.cpu import yield_cpu
+
 # How often a host without pidfds (not Linux) checks that the server lives.
 _POLL_SECONDS = 1.0
 
@@ -34,29 +29,7 @@ _POLL_SECONDS = 1.0
 def start(server_pid: int, niceness: int) -> None:
     """The pool's initializer: run in each worker before any task."""
     _watch_server(server_pid)
-    _yield_cpu(niceness)
-
-
-def _yield_cpu(niceness: int) -> None:
-    """Lead a session of its own (so an autogroup of its own) and nice both.
-
-    Raising a nice value needs no privilege; the session also keeps a
-    terminal's Ctrl-C to the server, which stops its workers itself.
-    """
-    if niceness <= 0 or not hasattr(os, "setsid"):
-        return
-    try:
-        os.setsid()
-    except OSError:  # already a session leader
-        pass
-    try:
-        AUTOGROUP.write_text(str(niceness))
-    except OSError:  # no autogroups here: the process's nice value is all there is
-        pass
-    try:
-        os.nice(niceness)
-    except OSError:
-        pass
+    yield_cpu(niceness)
 
 
 def _watch_server(server_pid: int) -> None:
