@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,8 +17,8 @@ import pytest
 from server.errors import ErrorReason, FailedPrecondition
 from server.interceptors import CallPipeline, ErrorLayer
 from server.observability.interceptor import ObservabilityLayer
-from server.observability.logs import JsonFormatter, RequestIdFilter
 from server.observability.metrics import Metrics
+from tests.observability.json_logs import json_log_lines, records
 
 SERVICE = "concert.v1.ProbeService"
 probe_log = logging.getLogger("server.probe")
@@ -90,23 +89,8 @@ async def probe_server() -> AsyncIterator[tuple[str, Probe, Metrics]]:
 @pytest.fixture
 def json_lines() -> Iterator[io.StringIO]:
     """What the `server` loggers write, formatted as in production with JSON logs."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("server")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with json_log_lines("server") as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-
-def records(stream: io.StringIO) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def handled(metrics: Metrics, method: str, code: str, kind: str = "unary") -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,12 +22,12 @@ from concert.v1 import payment_pb2, reservation_pb2, wallet_pb2
 from server.app import App, build_app
 from server.clock import FakeClock
 from server.config import ConfigError, Settings
-from server.observability.logs import JsonFormatter, RequestIdFilter
 from server.observability.tracing import Tracing
 from server.observability.tracing_env import TracingConfig
 from tests.booking.helpers import concert_request
 from tests.conftest import empty_tables
 from tests.fans import admitted_fan
+from tests.observability.json_logs import json_log_lines
 from tests.support import ADMIN, Stubs
 
 PAY = "/concert.v1.PaymentService/Pay"
@@ -60,19 +59,8 @@ async def app(
 @pytest.fixture
 def call_log() -> Iterator[io.StringIO]:
     """The per-call log lines, as JSON, whatever the test run's logging says."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("server.observability.interceptor")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with json_log_lines("server.observability.interceptor") as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def statement(span: ReadableSpan) -> str:
