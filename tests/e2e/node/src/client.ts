@@ -59,7 +59,7 @@ export function bearer(credential?: string): Metadata {
   return metadata;
 }
 
-type UnaryMethod<Req, Res> = (
+export type UnaryMethod<Req, Res> = (
   request: Req,
   metadata: Metadata,
   options: Partial<CallOptions>,

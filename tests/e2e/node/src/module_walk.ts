@@ -22,7 +22,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { type CallOptions, type ClientUnaryCall, Metadata, type ServiceError, status as Code } from '@grpc/grpc-js';
+import { Metadata, status as Code } from '@grpc/grpc-js';
 import { AccountServiceClient } from '../../../../gen/ts/concert/v1/account';
 import { ConcertServiceClient } from '../../../../gen/ts/concert/v1/concert';
 import { PaymentServiceClient, PaymentState } from '../../../../gen/ts/concert/v1/payment';
@@ -39,7 +39,7 @@ import {
   PaymentModuleServiceClient,
   ServerAnswer,
 } from '../../../../gen/ts/paymentmodule/v1/payment_module';
-import { Connection, honouringRetryInfo, unary } from './client';
+import { Connection, honouringRetryInfo, type UnaryMethod, unary } from './client';
 import { ErrorReason } from '../../../../gen/ts/concert/v1/error_reason';
 import { asFailure } from './errors';
 
@@ -57,13 +57,6 @@ const ModuleReason = {
   CARD_DECLINED: 'CARD_DECLINED',
   RESERVATION_NOT_HELD: 'RESERVATION_NOT_HELD',
 } as const;
-
-type UnaryMethod<Req, Res> = (
-  request: Req,
-  metadata: Metadata,
-  options: Partial<CallOptions>,
-  callback: (error: ServiceError | null, response: Res) => void,
-) => ClientUnaryCall;
 
 /** One unary call to the module, under MODULE_DEADLINE_MS; failures are Failures. */
 function moduleCall<Req, Res>(method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
