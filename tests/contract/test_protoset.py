@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
-from pathlib import Path
 
 import protoset
 from google.protobuf import descriptor_pb2
 
 from server.reflection import read_protoset
 from tests.contract.conftest import ROOT
+from tests.e2e.grpcurl import grpcurl_output
 
 PROTOSET = ROOT / "generated/concert/v1/concert.v1.protoset"
-GRPCURL = Path(sys.executable).with_name("grpcurl")
 # Every generated message module of concert.v1, found on disk (a new proto
 # file is covered without editing this list).
 MODULES = tuple(
@@ -40,22 +37,12 @@ def test_the_protoset_describes_what_the_generated_code_does() -> None:
 
 
 def test_grpcurl_describes_a_method_with_its_comment_from_the_protoset() -> None:
-    described = subprocess.run(
-        [str(GRPCURL), "-protoset", str(PROTOSET), "describe", "concert.v1.PaymentService.Pay"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    described = grpcurl_output(
+        "-protoset", str(PROTOSET), "describe", "concert.v1.PaymentService.Pay"
+    )
     assert "rpc Pay ( .concert.v1.PayRequest ) returns ( .concert.v1.PayResponse );" in described
     assert "Errors:" in described
-    message = subprocess.run(
-        [str(GRPCURL), "-protoset", str(PROTOSET), "describe", "concert.v1.ChargeRequest"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    message = grpcurl_output("-protoset", str(PROTOSET), "describe", "concert.v1.ChargeRequest")
     assert "// The amount to add, in the smallest currency unit" in message
 
 

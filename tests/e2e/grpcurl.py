@@ -19,6 +19,18 @@ from typing import Any
 GRPCURL = Path(sys.executable).with_name("grpcurl")
 CALL_TIMEOUT_SECONDS = 30
 
+
+def grpcurl_output(*args: str) -> str:
+    """What grpcurl prints for a command that must succeed (`list`, `describe`)."""
+    return subprocess.run(
+        [str(GRPCURL), *args],
+        capture_output=True,
+        text=True,
+        timeout=CALL_TIMEOUT_SECONDS,
+        check=True,
+    ).stdout
+
+
 # google.rpc.Code numbers, by the names the protos use.
 CODES = {
     "INVALID_ARGUMENT": 3,
@@ -96,6 +108,10 @@ class Grpcurl:
         _, output = self._run(method, body or {}, credential)
         answer: dict[str, Any] = json.loads(output)
         return answer
+
+    def reflect(self, *args: str) -> str:
+        """What grpcurl prints for `list` or `describe ...`, asked of the server's reflection."""
+        return grpcurl_output("-plaintext", self.address, *args)
 
     def stream(
         self, method: str, body: dict[str, Any] | None = None, credential: str | None = None

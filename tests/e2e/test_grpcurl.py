@@ -7,7 +7,6 @@ and its main error paths (status code and the ErrorInfo reason).
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ import pytest
 
 from concert.v1 import wallet_pb2, wallet_pb2_grpc
 from server.accounts.throttle import PAIR_LIMIT
-from tests.e2e.grpcurl import CODES, GRPCURL, Grpcurl
+from tests.e2e.grpcurl import CODES, Grpcurl
 from tests.e2e.servers import ServerProcess
 from tests.support import ADMIN, TEST_ADMIN_KEY
 
@@ -72,25 +71,13 @@ def concert(grpcurl: Grpcurl) -> dict[str, Any]:
 
 
 def test_reflection_lists_every_service(grpcurl: Grpcurl) -> None:
-    listed = subprocess.run(
-        [str(GRPCURL), "-plaintext", grpcurl.address, "list"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.split()
+    listed = grpcurl.reflect("list").split()
     for service in ("Account", "Queue", "Concert", "Reservation", "Payment", "Wallet", "Admin"):
         assert f"concert.v1.{service}Service" in listed
 
 
 def test_reflection_describes_with_the_protos_comments(grpcurl: Grpcurl) -> None:
-    described = subprocess.run(
-        [str(GRPCURL), "-plaintext", grpcurl.address, "describe", "concert.v1.PaymentService"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    described = grpcurl.reflect("describe", "concert.v1.PaymentService")
     assert "rpc Pay ( .concert.v1.PayRequest ) returns ( .concert.v1.PayResponse );" in described
     assert "// PaymentService" in described
     assert "Errors:" in described

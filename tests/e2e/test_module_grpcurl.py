@@ -11,14 +11,13 @@ with both databases read and the two books checked against each other.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.e2e.grpcurl import GRPCURL, Grpcurl
+from tests.e2e.grpcurl import Grpcurl
 from tests.e2e.module_pair import ModulePair
 from tests.e2e.test_grpcurl import Fan, create_concert, new_fan
 from tests.payment_module.processes import wait_until
@@ -90,24 +89,12 @@ def answered(module: Grpcurl, payment_id: str) -> dict[str, Any]:
 
 
 def test_the_module_serves_reflection_and_health(module: Grpcurl) -> None:
-    listed = subprocess.run(
-        [str(GRPCURL), "-plaintext", module.address, "list"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.split()
+    listed = module.reflect("list").split()
     assert "paymentmodule.v1.PaymentModuleService" in listed
     assert "grpc.health.v1.Health" in listed
     assert any(name.startswith("grpc.reflection.") for name in listed), listed
     # Reflection serves the messages too (and the Timestamp they import).
-    described = subprocess.run(
-        [str(GRPCURL), "-plaintext", module.address, "describe", "paymentmodule.v1.ModulePayment"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    described = module.reflect("describe", "paymentmodule.v1.ModulePayment")
     assert "google.protobuf.Timestamp refund_time" in described, described
     health = Grpcurl(module.address, "grpc.health.v1")
     for service in ("", "paymentmodule.v1.PaymentModuleService"):
