@@ -98,7 +98,9 @@ async def _take_place_locked(
         held = await store.find_live_token(unit.conn, user_id)
         if held is not None and held.expires_at > now:
             admitted = runtime.state.is_admitted(held.queue_number)
-            token = await store.touch_token(unit, held.token_id, now, runtime.token_ttl, admitted)
+            token = await store.touch_token(
+                unit, held.token_id, (user_id, held.queue_number), now, runtime.token_ttl, admitted
+            )
             assert token is not None  # live and locked out from other issues of this user
         else:
             if held is not None and await store.end_token(unit, held.token_id, "expired", now):

@@ -8,7 +8,6 @@ present; an admitted fan's expiry stops at admitted_at + token lifetime.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -87,21 +86,21 @@ class QueuePresence:
         ahead = runtime.people_ahead(token.queue_number)
         return queue_status(token, state, runtime.rate, self._clock.now(), ahead)
 
-    async def touch(
-        self, token_id: uuid.UUID, queue_number: int, *, lazily: bool = False
-    ) -> TokenRow | None:
-        """Extend a live token; the row as it stands, or None when there is no such token.
+    async def touch(self, token: QueueToken | TokenRow, *, lazily: bool = False) -> TokenRow | None:
+        """Extend a live token; the row as it stands, or None when there is no such
+        token or it is not the user's and number's the claims name.
 
         lazily: leave the row alone when its expiry would move by less than a
         tenth of the lifetime (a status poll), so polling costs a read, not a write.
         """
         now = self._clock.now()
         runtime = self._runtime
-        admitted = runtime.state.is_admitted(queue_number)
+        admitted = runtime.state.is_admitted(token.queue_number)
         min_move = runtime.token_ttl * LAZY_TOUCH_FRACTION if lazily else timedelta(0)
+        owner = (token.user_id, token.queue_number)
         async with self._pool.connection() as conn:
             return await store.touch_token(
-                conn, token_id, now, runtime.token_ttl, admitted, min_move=min_move
+                conn, token.token_id, owner, now, runtime.token_ttl, admitted, min_move=min_move
             )
 
     async def status(self, credential: str | None) -> Presented:
@@ -125,7 +124,7 @@ class QueuePresence:
             )
             status = self._status(remembered, self._runtime.state)
             return Presented(remembered, str(credential), status)
-        row = await self.touch(claims.token_id, claims.queue_number, lazily=True)
+        row = await self.touch(claims, lazily=True)
         return self.present(self._usable(row, completed_ok=True))
 
     def _fresh_in_memory(self, claims: QueueToken) -> bool:
@@ -142,7 +141,7 @@ class QueuePresence:
 
     async def refresh(self, credential: str | None) -> Presented:
         claims = parse_token(self._signer, credential)
-        row = await self.touch(claims.token_id, claims.queue_number)
+        row = await self.touch(claims)
         return self.present(self._usable(row, completed_ok=False))
 
     async def watch(self, credential: str | None) -> AsyncIterator[Presented]:
@@ -175,7 +174,7 @@ class QueuePresence:
         runtime = self._runtime
         # Lazily, like a status poll: opening a stream writes the row only when
         # that moves its expiry by a tenth of the lifetime.
-        touched = await self.touch(claims.token_id, claims.queue_number, lazily=True)
+        touched = await self.touch(claims, lazily=True)
         row = self._usable(touched, True)
         first = self.present(row)
         yield first
@@ -202,7 +201,7 @@ class QueuePresence:
                 if state.is_admitted(row.queue_number):
                     # The one database call of this stream after its start:
                     # record admission and bound the active window.
-                    admitted = self._usable(await self.touch(row.token_id, row.queue_number), True)
+                    admitted = self._usable(await self.touch(row), True)
                     yield self.present(admitted)
                     return
                 position = (runtime.people_ahead(row.queue_number), state.paused)

@@ -269,7 +269,9 @@ class QueueRuntime:
                     await conn.execute(f"LISTEN {store.CHANNEL}")
                     self._listening.set()
                     self.listening = True
-                    await self._reread(conn)  # changes made before LISTEN took effect
+                    # Changes made before LISTEN took effect, the payments' among
+                    # them: a NOTIFY sent while this connection was down is lost.
+                    await self._reread(conn, completed=True)
                     loop = asyncio.get_running_loop()
                     reread_at = loop.time() + SAFETY_REREAD_SECONDS
                     while True:
@@ -291,10 +293,13 @@ class QueueRuntime:
                 log.warning("queue listener lost its connection; reconnecting", exc_info=True)
                 await asyncio.sleep(_RECONNECT_SECONDS)
 
-    async def _reread(self, conn: psycopg.AsyncConnection) -> None:
+    async def _reread(self, conn: psycopg.AsyncConnection, *, completed: bool = False) -> None:
         state = await store.read_queue_state(conn)
         self.state_reads += 1
         self.apply(state)
+        if completed:
+            for token_id, expires_at in await store.completed_unexpired(conn, self._clock.now()):
+                self._completed[token_id] = expires_at
 
     def _forget_ended(self) -> None:
         now = self._clock.now()

@@ -420,6 +420,7 @@ async def claim_first_token(
 async def touch_token(
     db: Db,
     token_id: uuid.UUID,
+    owner: tuple[uuid.UUID, int],
     now: datetime,
     ttl: timedelta,
     admitted: bool,
@@ -427,6 +428,10 @@ async def touch_token(
     min_move: timedelta = timedelta(0),
 ) -> TokenRow | None:
     """Presence: extend a live token; the row as it then stands, None if there is no such token.
+
+    `owner` is the (user, queue number) the caller's signed claims name: a
+    row that says otherwise is not theirs (claims minted with a leaked key for
+    someone else's token id), and is neither extended nor returned.
 
     Waiting: expiry moves to now + ttl. Admitted: admitted_at is recorded the
     first time it is seen, and expiry never passes admitted_at + ttl (the
@@ -448,15 +453,25 @@ async def touch_token(
         "   admitted_at = CASE WHEN %(admitted)s THEN coalesce(admitted_at, %(now)s)"
         "    ELSE admitted_at END,"
         f"   expires_at = greatest(expires_at, {target})"
-        "  WHERE id = %(id)s AND state = 'live' AND expires_at > %(now)s"
+        "  WHERE id = %(id)s AND user_id = %(user)s AND queue_number = %(number)s"
+        "   AND state = 'live' AND expires_at > %(now)s"
         "   AND ((%(admitted)s AND admitted_at IS NULL)"
         f"    OR {target} - expires_at >= %(min_move)s)"
         f"  RETURNING {TOKEN_COLUMNS}"
         ")"
         f" SELECT {TOKEN_COLUMNS} FROM touched"
         f" UNION ALL SELECT {TOKEN_COLUMNS} FROM queue_tokens"
-        "  WHERE id = %(id)s AND NOT EXISTS (SELECT FROM touched)",
-        {"id": token_id, "now": now, "ttl": ttl, "admitted": admitted, "min_move": min_move},
+        "  WHERE id = %(id)s AND user_id = %(user)s AND queue_number = %(number)s"
+        "   AND NOT EXISTS (SELECT FROM touched)",
+        {
+            "id": token_id,
+            "user": owner[0],
+            "number": owner[1],
+            "now": now,
+            "ttl": ttl,
+            "admitted": admitted,
+            "min_move": min_move,
+        },
         locks=[Lock.of(LockKind.QUEUE_TOKEN, token_id)],
     )
     row = await cursor.fetchone()

@@ -38,7 +38,9 @@ async def make_fan(ctx: ServiceContext, balance: int = 0) -> Fan:
     async with ctx.pool.connection() as conn:
         token = await queue_store.claim_first_token(conn, uuid.uuid4(), user_id, now, ttl)
         assert token is not None
-        token = await queue_store.touch_token(conn, token.token_id, now, ttl, admitted=True)
+        token = await queue_store.touch_token(
+            conn, token.token_id, (token.user_id, token.queue_number), now, ttl, admitted=True
+        )
         assert token is not None and token.admitted_at is not None
     if balance:
         await charge_wallet(

@@ -5,6 +5,7 @@ and every query is parameterised."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import hmac
 import logging
 import uuid
@@ -25,6 +26,7 @@ from concert.v1 import (
 from server import admin_auth
 from server.accounts.throttle import FAILURE_WINDOW, PAIR_LIMIT
 from server.app import App
+from server.clock import FakeClock
 from server.observability.logs import JsonFormatter
 from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
 from server.signing import Signer
@@ -422,6 +424,91 @@ async def test_a_protected_change_checks_the_stored_token_against_the_claims(
     )
     assert code == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
     await assert_invariants(app)
+
+
+async def test_queue_calls_check_the_stored_token_against_the_claims(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    """RefreshToken, GetQueueStatus and WatchQueueStatus with claims signed with our key
+    but naming another user for a real token id: refused, and the victim's row is
+    neither extended nor re-signed for the intruder."""
+    victim = await admitted_fan(stubs)
+    claims = read_queue_token(app.ctx.signer, victim.token)
+    assert claims is not None
+    intruder = await new_fan(stubs)
+    # An expiry soon, so that GetQueueStatus cannot answer from memory and reads the row.
+    soon = app.ctx.clock.now() + (claims.expire_time - app.ctx.clock.now()) / 20
+    minted = sign_queue_token(
+        app.ctx.signer,
+        QueueToken(claims.token_id, uuid.UUID(intruder.user_id), claims.queue_number, soon),
+    )
+    before = await _token_expiry(app, claims.token_id)
+    clock.advance(60)  # a refresh would now move the expiry
+    refused = (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    assert (
+        await _code(
+            stubs.queue.RefreshToken(queue_pb2.RefreshTokenRequest(), metadata=bearer(minted))
+        )
+        == refused
+    )
+    assert (
+        await _code(
+            stubs.queue.GetQueueStatus(queue_pb2.GetQueueStatusRequest(), metadata=bearer(minted))
+        )
+        == refused
+    )
+    stream = stubs.queue.WatchQueueStatus(
+        queue_pb2.WatchQueueStatusRequest(), metadata=bearer(minted)
+    )
+    assert await _code(stream.read()) == refused
+    assert await _token_expiry(app, claims.token_id) == before
+    # The victim's own credential still works.
+    reply = await stubs.queue.RefreshToken(
+        queue_pb2.RefreshTokenRequest(), metadata=bearer(victim.token)
+    )
+    assert reply.status.state == queue_pb2.QUEUE_TOKEN_STATE_ADMITTED
+
+
+async def _token_expiry(app: App, token_id: uuid.UUID) -> object:
+    async with app.ctx.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT expires_at FROM queue_tokens WHERE id = %s", (token_id,)
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def test_a_paid_token_whose_notice_was_lost_is_refused_once_the_listener_reconnects(
+    app: App, stubs: Stubs
+) -> None:
+    """A payment's NOTIFY sent while this process's LISTEN connection was down is lost:
+    the reconnect re-reads the used-up tokens, so the gate refuses the token then."""
+    fan = await admitted_fan(stubs)
+    claims = read_queue_token(app.ctx.signer, fan.token)
+    assert claims is not None
+    list_concerts = concert_pb2.ListConcertsRequest()
+    async with app.ctx.pool.connection() as conn:
+        # Used up by "another process" whose notice never arrives here.
+        await conn.execute(
+            "UPDATE queue_tokens SET state = 'completed', ended_at = %s WHERE id = %s",
+            (app.ctx.clock.now(), claims.token_id),
+        )
+        await stubs.concert.ListConcerts(list_concerts, metadata=bearer(fan.token))
+        # Every other connection to the database is cut, the listener's among them.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    await app.ctx.pool.check()  # the pool's own connections: replaced
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        code = await _code(stubs.concert.ListConcerts(list_concerts, metadata=bearer(fan.token)))
+        if code != (grpc.StatusCode.OK, None) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert code == (grpc.StatusCode.FAILED_PRECONDITION, "TOKEN_COMPLETED")
 
 
 async def test_a_paid_token_is_refused_after_a_restart(
