@@ -71,7 +71,8 @@ async def authenticate_password(
         if lane is hasher.proven and (found is None or found[0] != claimed):
             held.close()
             lane = held.enter_context(hasher.place())
-        reservation = throttle.reserve(email, client_address, clock.now())
+        proven = found is not None and found[0] == claimed
+        reservation = throttle.reserve(email, client_address, clock.now(), proven=proven)
         if not isinstance(reservation, Reservation):
             raise ResourceExhausted(
                 ErrorReason.ERROR_REASON_TOO_MANY_ATTEMPTS,

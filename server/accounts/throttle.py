@@ -10,7 +10,13 @@ Three budgets, each a count of failed attempts within FAILURE_WINDOW:
 An attacker's failures fill their own (email, address) and address budgets
 long before the email's: a fan signing in from their own address is refused
 only if at least EMAIL_LIMIT / PAIR_LIMIT addresses attack their email at
-once (docs/reliability.md says how a fan gets in even then).
+once. Even then a fan who shows a session credential this account was issued
+before (`previous_session_token`, up to 30 days old) is not counted against
+the email's budget, only against their own address's: a botnet can spend an
+email's budget, not a past sign-in (docs/reliability.md).
+
+An IPv6 client is budgeted by its /64: one host usually holds a whole /64, so
+per-address budgets would otherwise give it 2^64 fresh addresses.
 
 An attempt is reserved in every budget before its password is hashed, in one
 synchronous step on the event loop (atomic within the process): a burst of N
@@ -24,6 +30,7 @@ key is dropped, one at a time, never everything at once.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,11 +86,12 @@ class _Budget:
 
 @dataclass(frozen=True)
 class Reservation:
-    """One attempt, counted in every budget until settled."""
+    """One attempt, counted in its budgets until settled."""
 
     email: str
-    address: str
+    address: str  # the budget's key: the address, or an IPv6 address's /64
     at: datetime
+    email_counted: bool = True
 
 
 class SignInThrottle:
@@ -92,20 +100,28 @@ class SignInThrottle:
         self._addresses = _Budget(ADDRESS_LIMIT, max_keys)
         self._emails = _Budget(EMAIL_LIMIT, max_keys)
 
-    def reserve(self, email: str, address: str, now: datetime) -> Reservation | float:
-        """Count an attempt now, or the seconds to wait when a budget is spent."""
+    def reserve(
+        self, email: str, address: str, now: datetime, *, proven: bool = False
+    ) -> Reservation | float:
+        """Count an attempt now, or the seconds to wait when a budget is spent.
+
+        proven: the caller showed a past session of this account; the email's
+        budget (which a distributed attack can spend) neither stops nor counts it.
+        """
+        address = budget_address(address)
         waits = [
             self._pairs.wait(_pair(email, address), now),
             self._addresses.wait(address, now),
-            self._emails.wait(email, now),
+            None if proven else self._emails.wait(email, now),
         ]
         spent = [w for w in waits if w is not None]
         if spent:
             return max(spent)
         self._pairs.add(_pair(email, address), now)
         self._addresses.add(address, now)
-        self._emails.add(email, now)
-        return Reservation(email, address, now)
+        if not proven:
+            self._emails.add(email, now)
+        return Reservation(email, address, now, email_counted=not proven)
 
     def succeeded(self, reservation: Reservation) -> None:
         """The password was right: the attempt is not a failure, the pair starts afresh."""
@@ -116,7 +132,8 @@ class SignInThrottle:
         """The attempt was never evaluated (the hasher was busy): it costs nothing."""
         self._pairs.remove(_pair(reservation.email, reservation.address), reservation.at)
         self._addresses.remove(reservation.address, reservation.at)
-        self._emails.remove(reservation.email, reservation.at)
+        if reservation.email_counted:
+            self._emails.remove(reservation.email, reservation.at)
 
     def tracked_keys(self) -> int:
         return len(self._pairs) + len(self._addresses) + len(self._emails)
@@ -124,3 +141,16 @@ class SignInThrottle:
 
 def _pair(email: str, address: str) -> str:
     return f"{address} {email}"
+
+
+def budget_address(address: str) -> str:
+    """The key of an address's budgets: an IPv6 address's /64, any other as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # not an IP address (a unix socket peer, say): its own key
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)

@@ -41,7 +41,13 @@ from server.accounts.passwords import (
     HashingLane,
     PasswordHasher,
 )
-from server.accounts.throttle import EMAIL_LIMIT, FAILURE_WINDOW, PAIR_LIMIT, SignInThrottle
+from server.accounts.throttle import (
+    EMAIL_LIMIT,
+    FAILURE_WINDOW,
+    PAIR_LIMIT,
+    SignInThrottle,
+    budget_address,
+)
 from server.app import App, build_app
 from server.client_address import client_address, parse_networks
 from server.config import Settings
@@ -130,18 +136,86 @@ def test_the_budgets_are_per_pair_per_address_and_per_email() -> None:
     assert not isinstance(throttle.reserve(email, FAN, later), float)
 
 
+def test_a_proven_sign_in_is_not_stopped_by_a_spent_email_budget() -> None:
+    throttle = SignInThrottle()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    email = "fan@example.com"
+    for i in range(EMAIL_LIMIT // PAIR_LIMIT):
+        for _ in range(PAIR_LIMIT):
+            assert not isinstance(throttle.reserve(email, f"192.0.2.{i}", now), float)
+    assert isinstance(throttle.reserve(email, FAN, now), float)  # the email's budget is spent
+    # Showing a past session of the account: only the fan's own budgets count...
+    for _ in range(PAIR_LIMIT):
+        reservation = throttle.reserve(email, FAN, now, proven=True)
+        assert not isinstance(reservation, float)
+        assert not reservation.email_counted
+    # ...so a stolen old session still gets only PAIR_LIMIT guesses from one address.
+    assert isinstance(throttle.reserve(email, FAN, now, proven=True), float)
+
+
+def test_an_ipv6_host_is_budgeted_by_its_slash_64() -> None:
+    throttle = SignInThrottle()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    same_host = [f"2001:db8:1:2::{i:x}" for i in range(1, PAIR_LIMIT + 2)]
+    results = [throttle.reserve("fan@example.com", a, now) for a in same_host]
+    assert [isinstance(r, float) for r in results] == [False] * PAIR_LIMIT + [True]
+    # Another /64 has its own budget; an IPv4 address (plain or mapped) is its own key.
+    assert not isinstance(throttle.reserve("fan@example.com", "2001:db8:1:3::1", now), float)
+    assert budget_address("::ffff:192.0.2.1") == budget_address("192.0.2.1") == "192.0.2.1"
+    assert budget_address("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    assert budget_address("unix:/tmp/socket") == "unix:/tmp/socket"
+
+
+async def test_a_fan_showing_a_past_session_signs_in_while_a_botnet_spends_the_email_budget(
+    app: App, stubs: Stubs
+) -> None:
+    fan = await new_fan(stubs)
+    guesses = [
+        _sign_in(stubs, fan.email, f"wrong {i}", f"192.0.2.{i // PAIR_LIMIT + 1}")
+        for i in range(EMAIL_LIMIT)
+    ]
+    results = []
+    for start in range(0, len(guesses), 4):  # a few at a time: the hashing line is short
+        results += await asyncio.gather(*guesses[start : start + 4])
+    assert results.count("INVALID_CREDENTIALS") == EMAIL_LIMIT
+    # The email's budget is spent: the right password alone, from the fan's address, waits.
+    assert await _sign_in(stubs, fan.email, fan.password, FAN) == "TOO_MANY_ATTEMPTS"
+    # With the session of an earlier sign-in (expired or not), the fan gets in.
+    reply = await stubs.account.SignIn(
+        account_pb2.SignInRequest(
+            email=fan.email, password=fan.password, previous_session_token=fan.session_token
+        ),
+        metadata=_from(FAN),
+    )
+    assert reply.session_token
+    # Someone else's past session proves nothing for this email.
+    other = await new_fan(stubs)
+    try:
+        await stubs.account.SignIn(
+            account_pb2.SignInRequest(
+                email=fan.email, password=fan.password, previous_session_token=other.session_token
+            ),
+            metadata=_from("198.51.100.99"),
+        )
+    except grpc.aio.AioRpcError as err:
+        assert error_details(err).reason == "TOO_MANY_ATTEMPTS"
+    else:
+        raise AssertionError("another account's session got past the email's budget")
+
+
 def test_the_limiter_forgets_the_least_recent_keys_one_by_one() -> None:
     throttle = SignInThrottle(max_keys=100)
     now = datetime(2026, 12, 1, tzinfo=UTC)
     for _ in range(PAIR_LIMIT):
         throttle.reserve("watched@example.com", ATTACKER, now)
-    # A flood of other emails from other addresses...
+    # A flood of other emails from other addresses, while the attack goes on: the
+    # attacker is refused at every try (a limiter that wiped its keys when full
+    # would let it in again right after each wipe)...
     for i in range(1_000):
         throttle.reserve(f"junk-{i}@example.com", f"192.0.2.{i % 250}", now)
-        throttle.reserve("watched@example.com", ATTACKER, now)  # ...while the attack goes on
-    # ...never costs more than the bound, and never wipes the attacker's record.
-    assert throttle.tracked_keys() <= 3 * 100
-    assert isinstance(throttle.reserve("watched@example.com", ATTACKER, now), float)
+        assert isinstance(throttle.reserve("watched@example.com", ATTACKER, now), float), i
+    # ...and the flood costs exactly the bound: each budget full, none emptied at once.
+    assert throttle.tracked_keys() == 3 * 100
 
 
 async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> None:
