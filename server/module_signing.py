@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -97,11 +98,13 @@ def signature_holds(
     return hmac.compare_digest(mac(secret, text).encode(), signature.encode())
 
 
+# Unix seconds in their one canonical spelling: int() would also take "+17...",
+# " 17..." or "1_7...", each a different text under the same MAC.
+_TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,11}")
+
+
 def parse_timestamp(value: str) -> int | None:
-    try:
-        return int(value)
-    except ValueError:
-        return None
+    return int(value) if _TIMESTAMP.fullmatch(value) else None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@
   a proof of a past sign-in);
 - queue tokens (server/queue/tokens.py): signed (token id, user id, number,
   expiry to the microsecond), read whether expired or not;
-- the operator's key (server/admin_auth.py check_admin_key).
+- the operator's key (server/admin_auth.py check_admin_key);
+- a payment module's signature timestamp (server/module_signing.py): decimal
+  Unix seconds in their one canonical spelling.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from concert.v1.error_reason_pb2 import ErrorReason
-from server import base64url
+from server import base64url, module_signing
 from server.accounts import sessions
 from server.accounts.authentication import authenticate_session
 from server.accounts.sessions import Session, issue_session, verify_session
@@ -254,3 +256,27 @@ def test_the_operators_key_must_be_shown_configured_and_equal() -> None:
         with pytest.raises(PermissionDenied) as refused:
             check_admin_key(configured, shown)
         assert refused.value.reason == ErrorReason.ERROR_REASON_ADMIN_KEY_INVALID
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "+1700000000",
+        " 1700000000",
+        "1700000000 ",
+        "1_700000000",
+        "01700000000",
+        "-5",
+        "",
+        "１７",
+        "1e9",
+        "0x10",
+    ],
+)
+def test_a_module_timestamp_has_one_spelling(spelling: str) -> None:
+    assert module_signing.parse_timestamp(spelling) is None
+
+
+@given(st.integers(min_value=0, max_value=10**12 - 1))
+def test_a_module_timestamp_in_its_canonical_spelling_reads_back(seconds: int) -> None:
+    assert module_signing.parse_timestamp(str(seconds)) == seconds
