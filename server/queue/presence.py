@@ -20,7 +20,7 @@ from server.errors import ErrorReason, ResourceExhausted
 from server.fan import token_completed, token_expired, token_invalid
 from server.queue import store
 from server.queue.admission import AdmissionState
-from server.queue.runtime import QueueRuntime
+from server.queue.runtime import WATCH_RECHECK_SECONDS, QueueRuntime
 from server.queue.status import claims_of, queue_status
 from server.queue.store import TokenRow
 from server.queue.tokens import QueueToken, read_queue_token, sign_queue_token
@@ -34,9 +34,12 @@ from server.signing import Signer
 WATCH_MIN_INTERVAL_SECONDS = 1.0
 WATCH_MAX_INTERVAL_SECONDS = 5.0
 WATCH_PLACES_PER_SECOND = 1000
-# A waiting stream sends its status at least this often, changed or not: a
-# proxy with an idle timeout keeps it, and the client sees it is alive.
-WATCH_HEARTBEAT_SECONDS = 30.0
+# A waiting stream sends its status at least every WATCH_SILENCE_LIMIT_SECONDS,
+# changed or not: a proxy with an idle timeout keeps it, and the client sees it
+# is alive. Streams wake at the runtime's periodic recheck, so the heartbeat is
+# due one recheck earlier than the limit.
+WATCH_SILENCE_LIMIT_SECONDS = 30.0
+WATCH_HEARTBEAT_SECONDS = WATCH_SILENCE_LIMIT_SECONDS - WATCH_RECHECK_SECONDS
 # Open WatchQueueStatus streams per token, per process: a third is refused.
 MAX_STREAMS_PER_TOKEN = 2
 
