@@ -12,8 +12,10 @@ import uuid
 from datetime import timedelta
 
 import psycopg
+import pytest
 
 from concert.v1 import account_pb2
+from server import idempotency
 from server.app import App
 from server.clock import FakeClock
 from server.db.migrate import migrate
@@ -74,6 +76,24 @@ async def test_records_past_their_window_are_pruned(app: App, clock: FakeClock) 
     async with app.ctx.pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM idempotency_keys WHERE scope = 'test'")
         assert await cursor.fetchone() == (1,)
+
+
+async def test_one_run_prunes_more_than_a_batch(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run deletes batch after batch until none is left (up to its bound), so the
+    job keeps up with more records per interval than one batch holds."""
+    monkeypatch.setattr(idempotency, "_PRUNE_BATCH", 100)
+    monkeypatch.setattr(idempotency, "_PRUNE_MAX_BATCHES", 3)
+    old = clock.now() - timedelta(hours=app.ctx.settings.idempotency_ttl_hours, minutes=1)
+    async with app.ctx.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (scope, request_id, fingerprint, created_at)"
+            " SELECT 'test', gen_random_uuid(), '\\x00', %s FROM generate_series(1, 350)",
+            (old,),
+        )
+    assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == 300  # three full batches
+    assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == 50  # the rest, then a short one
 
 
 async def test_migration_0006_purges_the_old_sign_up_records(create_database) -> None:  # type: ignore[no-untyped-def]
