@@ -223,9 +223,9 @@ async def _rotate_key(settings: Settings, database_url: str) -> int:
     from server.db.migrate import migrate
     from server.signing import rotate_signing_key
 
-    if settings.signing_keys_file is not None:
+    if settings.signing_keys_are_secret:
         print(
-            "error: the signing keys come from CONCERT_SIGNING_KEYS_FILE: rotate them there",
+            "error: the signing keys come from CONCERT_SIGNING_KEYS(_FILE): rotate them there",
             file=sys.stderr,
         )
         return 2

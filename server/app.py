@@ -69,6 +69,7 @@ from server.signing import (
     Signer,
     load_signing_keys,
     read_keys_file,
+    read_keys_variable,
     read_signing_keys,
 )
 
@@ -181,7 +182,7 @@ class App:
             await hook()
         if self.start_jobs:
             self.ctx.jobs.start()
-        if self.ctx.settings.signing_keys_file is None:
+        if not self.ctx.settings.signing_keys_are_secret:
             self.key_reload = asyncio.create_task(
                 _keep_signing_keys_current(self.ctx), name="signing-keys"
             )
@@ -319,6 +320,12 @@ async def _signer(conn: AsyncConnection, settings: Settings, clock: Clock) -> Si
             signer.use(keys, current=current)
         except ValueError as exc:
             raise ConfigError(f"CONCERT_SIGNING_KEYS_FILE: {exc}") from None
+    elif settings.signing_keys is not None:
+        try:
+            keys, current = read_keys_variable(settings.signing_keys)
+            signer.use(keys, current=current)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None  # names the variable, never its value
     else:
         signer.use(await load_signing_keys(conn, clock), now=clock.now())
     return signer

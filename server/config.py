@@ -61,13 +61,20 @@ class Settings:
     max_concurrent_calls: int = 20_000
     # How long AIP-155 request ids replay their first answer (server/idempotency.py).
     idempotency_ttl_hours: int = 24
-    # Signing keys from a file (a mounted secret) instead of the database (server/signing.py).
+    # Signing keys from a file (a mounted secret) or the environment instead of
+    # the database (server/signing.py).
     signing_keys_file: Path | None = None
+    signing_keys: str | None = None
     # Payment modules allowed to call PaymentCallbackService, with their shared
     # secrets: one "<module id> <base64url secret>" per line (a mounted secret).
     payment_module_secrets_file: Path | None = None
     # Proxies whose x-forwarded-for names the client (server/client_address.py).
     trusted_proxies: tuple[Network, ...] = ()
+
+    @property
+    def signing_keys_are_secret(self) -> bool:
+        """The keys come from a secret (file or variable), not from the database."""
+        return self.signing_keys_file is not None or self.signing_keys is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +89,8 @@ class Settings:
             raise ConfigError(
                 "CONCERT_TLS_CLIENT_CA: mutual TLS needs CONCERT_TLS_CERT and CONCERT_TLS_KEY too"
             )
+        if self.signing_keys_file is not None and self.signing_keys is not None:
+            raise ConfigError("CONCERT_SIGNING_KEYS, CONCERT_SIGNING_KEYS_FILE: set one or neither")
         if self.metrics_listen and self.workers > 1:
             raise ConfigError(
                 "CONCERT_METRICS_LISTEN: one metrics port cannot serve several workers; "
@@ -220,6 +229,7 @@ _SPECS = (
     Spec("CONCERT_METRICS_LISTEN", "metrics_listen", _listen_address),
     Spec("CONCERT_HEALTH_LISTEN", "health_listen", _listen_address),
     Spec("CONCERT_SIGNING_KEYS_FILE", "signing_keys_file", _readable_file),
+    Spec("CONCERT_SIGNING_KEYS", "signing_keys", str),  # parsed at start (server/signing.py)
     Spec("CONCERT_PAYMENT_MODULE_SECRETS_FILE", "payment_module_secrets_file", _readable_file),
     Spec("CONCERT_TLS_CERT", "tls_cert", _readable_file),
     Spec("CONCERT_TLS_KEY", "tls_key", _readable_file),

@@ -14,11 +14,13 @@ Keys come from one of two places:
   KEY_RELOAD_SECONDS, so all of them know a key before any credential carries
   it), and deletes the keys superseded longer ago than credentials live, so a
   credential verifies until it expires.
-- a file (`CONCERT_SIGNING_KEYS_FILE`, a mounted secret): lines `<kid> <base64url
-  key>`, the first one signs, the others only verify. Then nothing secret is in
-  the database, and a dump or a replica cannot mint tokens. Rotation is
-  editing the file: add the new key below, roll out, move it to the top, roll
-  out, drop the old one after a credential lifetime.
+- a file (`CONCERT_SIGNING_KEYS_FILE`, a mounted secret) or the environment
+  (`CONCERT_SIGNING_KEYS`, e.g. from a secret reference): entries `<kid>
+  <base64url key>`, one per line (in the variable, `;` separates them too), the
+  first one signs, the others only verify. Then nothing secret is in the
+  database, and a dump or a replica cannot mint tokens. Rotation is editing the
+  secret: add the new key below, roll out, move it to the top, roll out, drop
+  the old one after a credential lifetime.
 """
 
 from __future__ import annotations
@@ -134,18 +136,28 @@ def _legacy_mac(secret: bytes, purpose: str, payload: bytes) -> bytes:
 
 def read_keys_file(path: Path) -> tuple[list[SigningKey], str]:
     """CONCERT_SIGNING_KEYS_FILE: `<kid> <base64url key>` per line; the first one signs."""
+    return parse_keys(path.read_text().splitlines(), str(path))
+
+
+def read_keys_variable(value: str) -> tuple[list[SigningKey], str]:
+    """CONCERT_SIGNING_KEYS: the file's entries, separated by new lines or `;`."""
+    return parse_keys(re.split(r"[;\n]", value), "CONCERT_SIGNING_KEYS")
+
+
+def parse_keys(entries: Iterable[str], source: str) -> tuple[list[SigningKey], str]:
+    """`<kid> <base64url key>` entries (blank ones and `#` comments skipped); the first signs."""
     keys = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(entries, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             kid, encoded = line.split()
             secret = base64url.decode(encoded)
         except ValueError:
-            raise ValueError(f"{path}:{number}: expected '<kid> <base64url key>'") from None
+            raise ValueError(f"{source}:{number}: expected '<kid> <base64url key>'") from None
         keys.append(SigningKey(kid, secret, datetime.min.replace(tzinfo=UTC)))
     if not keys:
-        raise ValueError(f"{path}: no signing key")
+        raise ValueError(f"{source}: no signing key")
     return keys, keys[0].kid
 
 

@@ -28,11 +28,11 @@ from concert.v1 import account_pb2, concert_pb2, queue_pb2
 from server import base64url
 from server.app import App, reload_signing_keys
 from server.clock import FakeClock
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.signing import KEY_ACTIVATION_DELAY, SigningKey, rotate_signing_key
 from tests.e2e.servers import REPOSITORY
 from tests.fans import admitted_fan, new_fan
-from tests.support import Stubs, bearer, error_details, running_app
+from tests.support import TEST_ADMIN_KEY, Stubs, bearer, error_details, running_app
 
 
 @pytest.fixture
@@ -125,6 +125,46 @@ async def test_keys_from_a_file_sign_and_none_is_made_in_the_database(
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM signing_keys")
         assert await cursor.fetchone() == (0,)
+
+
+async def test_keys_from_the_environment_sign_and_none_is_made_in_the_database(
+    create_database, settings: Settings, clock: FakeClock
+) -> None:  # type: ignore[no-untyped-def]
+    url = create_database()
+    variable = f"env-b {base64url.encode(b'b' * 32)}; env-a {base64url.encode(b'a' * 32)}"
+    configured = Settings.from_env(
+        {"CONCERT_SIGNING_KEYS": variable, "CONCERT_ADMIN_KEY": TEST_ADMIN_KEY}
+    )
+    assert configured.signing_keys_are_secret
+    running = settings.replace(signing_keys=configured.signing_keys)
+    async with running_app(running, url, clock) as app:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            fan = await new_fan(Stubs.on(channel), f"e-{uuid.uuid4().hex[:8]}@example.com")
+        assert fan.session_token.split(".")[0] == "env-b"
+        assert app.ctx.signer.kids == {"env-a", "env-b"}
+        assert app.key_reload is None  # nothing to re-read from the database
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM signing_keys")
+        assert await cursor.fetchone() == (0,)
+
+
+async def test_a_malformed_signing_keys_variable_stops_the_start(
+    create_database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    url = create_database()
+    with pytest.raises(ConfigError, match="CONCERT_SIGNING_KEYS:1: expected") as raised:
+        async with running_app(settings.replace(signing_keys="just-a-kid"), url, clock):
+            pass
+    assert "just-a-kid" not in str(raised.value)
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"a {base64url.encode(b'a' * 32)}\n")
+    with pytest.raises(ConfigError, match="set one or neither"):
+        Settings.from_env(
+            {
+                "CONCERT_SIGNING_KEYS": f"b {base64url.encode(b'b' * 32)}",
+                "CONCERT_SIGNING_KEYS_FILE": str(keys_file),
+            }
+        )
 
 
 def test_rotate_key_command(create_database) -> None:  # type: ignore[no-untyped-def]
