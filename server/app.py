@@ -59,6 +59,7 @@ from server.reflection import enable_reflection
 from server.security.call_limit import CallLimitLayer
 from server.security.request_limits import (
     LARGEST_REQUEST_BYTES,
+    MAX_REQUEST_BYTES,
     RequestLimitLayer,
     guarded_deserializer,
 )
@@ -354,10 +355,19 @@ def _health_server(
 
     Kubernetes' gRPC probes speak no TLS: with TLS (or mutual TLS) on the
     service port, the probes use this port, which tells nothing but health.
+    Its requests are read as the service port's are (a malformed or oversized
+    body: INVALID_ARGUMENT or RESOURCE_EXHAUSTED with an ErrorInfo, never
+    UNKNOWN), and nothing over MAX_REQUEST_BYTES is even buffered.
     """
     if not settings.health_listen:
         return None, None
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)])
+    server = grpc.aio.server(
+        interceptors=[CallPipeline([], guard_deserializer=guarded_deserializer)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ],
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(settings.health_listen)
     if port == 0:

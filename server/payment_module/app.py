@@ -33,8 +33,9 @@ from server.interceptors import CallPipeline
 from server.payment_module.callbacks import CallbackDispatcher, CallbackSchedule
 from server.payment_module.cards import SandboxPolicy
 from server.payment_module.payments import ModulePayments, Pool
-from server.payment_module.service import ModuleErrorLayer, PaymentModuleService
+from server.payment_module.service import ERROR_DOMAIN, ModuleErrorLayer, PaymentModuleService
 from server.payment_module.settings import ModuleSettings
+from server.security.request_limits import guarded_deserializer
 
 MIGRATIONS = "server.payment_module.migrations"
 # The database the module makes for itself on the embedded cluster.
@@ -142,7 +143,18 @@ async def build_module_app(
         ),
         rng,
     )
-    server = grpc.aio.server(interceptors=[CallPipeline([ModuleErrorLayer()])])
+    # Every method's body is read by the guarded deserializer: an undecodable or
+    # oversized one is INVALID_ARGUMENT or RESOURCE_EXHAUSTED with an ErrorInfo
+    # of this module's domain, never UNKNOWN with a traceback.
+    server = grpc.aio.server(
+        interceptors=[
+            CallPipeline(
+                [ModuleErrorLayer()],
+                guard_deserializer=guarded_deserializer,
+                error_domain=ERROR_DOMAIN,
+            )
+        ]
+    )
     payment_module_pb2_grpc.add_PaymentModuleServiceServicer_to_server(
         PaymentModuleService(payments, dispatcher, settings.module_id, secret, clock), server
     )

@@ -3,9 +3,12 @@
 gRPC decodes a request before any handler runs, and a failure there (invalid
 UTF-8 in a string field, any malformed body) used to surface as UNKNOWN with a
 traceback per call: an unauthenticated log flood. CallPipeline gives every
-concert.v1 method the deserializer below instead. It never raises: an
-oversized or undecodable body becomes an UnreadableRequest, and RequestLimitLayer
-(just inside the error mapper) answers it with the precise status and an ErrorInfo:
+method (concert.v1's, grpcio's health and reflection, the payment module's;
+on every port) the deserializer below instead. It never raises: an oversized
+or undecodable body becomes an UnreadableRequest, which RequestLimitLayer
+(just inside the error mapper, before the credential checks) answers for
+concert.v1 methods and CallPipeline itself for the others, with the precise
+status and an ErrorInfo:
 
 - a body over its method's limit: RESOURCE_EXHAUSTED, REQUEST_TOO_LARGE, before it
   is parsed (a parsed message costs many times its bytes);
@@ -17,6 +20,7 @@ buffered whole before the check, and without it a burst of them stays in the
 process's RSS (50 bodies of 1 MiB: +25 to 30 MiB for good).
 
 The limits (docs/reliability.md): the methods anyone may call before signing in
+(grpc.health.v1 and server reflection too, per request of a reflection stream)
 accept MAX_ANONYMOUS_BYTES; CreateConcert, the one large request, accepts
 MAX_CREATE_CONCERT_BYTES; every other method MAX_REQUEST_BYTES. gRPC's own
 receive limit (server/app.py) is the largest of them, so nothing bigger is
@@ -38,9 +42,8 @@ from server.errors import (
     FieldViolation,
     InvalidArgument,
     ResourceExhausted,
-    ServiceError,
 )
-from server.interceptors import Call, Layer, StreamProceed, UnaryProceed
+from server.interceptors import Call, Layer, StreamProceed, UnaryProceed, UnreadableRequest
 
 MAX_ANONYMOUS_BYTES = 4 * 1024
 MAX_REQUEST_BYTES = 16 * 1024
@@ -56,21 +59,16 @@ ANONYMOUS_METHODS = frozenset(
 )
 
 
+# grpcio's own services (grpc.health.v1, grpc.reflection.*): anyone may call them.
+GRPC_SERVICES = "/grpc."
+
+
 def request_limit(method: str) -> int:
-    if method in ANONYMOUS_METHODS:
+    if method in ANONYMOUS_METHODS or method.startswith(GRPC_SERVICES):
         return MAX_ANONYMOUS_BYTES
     if method == "/concert.v1.AdminService/CreateConcert":
         return MAX_CREATE_CONCERT_BYTES
     return MAX_REQUEST_BYTES
-
-
-class UnreadableRequest:
-    """What a request that could not be read becomes: the error to answer with."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: ServiceError) -> None:
-        self.error = error
 
 
 def guarded_deserializer(
@@ -82,6 +80,7 @@ def guarded_deserializer(
 
     def read(body: bytes) -> Any:
         if len(body) > limit:
+            _TRIM.soon()
             return UnreadableRequest(
                 ResourceExhausted(
                     ErrorReason.ERROR_REASON_REQUEST_TOO_LARGE,
@@ -106,10 +105,10 @@ def guarded_deserializer(
 
 
 class RequestLimitLayer(Layer):
-    """Answers an UnreadableRequest with its error; everything else passes."""
+    """Answers an UnreadableRequest with its error; everything else passes.
 
-    def __init__(self) -> None:
-        self._trim = _MemoryTrim()
+    Applies to concert.v1 methods (the Layer default), where it answers before
+    the credential checks; CallPipeline answers one for every other method."""
 
     async def around(self, call: Call, proceed: UnaryProceed) -> Any:
         if isinstance(call.request, UnreadableRequest):
@@ -123,8 +122,6 @@ class RequestLimitLayer(Layer):
             yield item
 
     def _refuse(self, unreadable: UnreadableRequest) -> None:
-        if unreadable.error.reason == ErrorReason.ERROR_REASON_REQUEST_TOO_LARGE:
-            self._trim.soon()
         raise unreadable.error
 
 
@@ -142,11 +139,19 @@ class _MemoryTrim:
     def soon(self) -> None:
         if self._malloc_trim is None:
             return
+        try:
+            loop = asyncio.get_running_loop()  # grpc.aio deserializes on its loop
+        except RuntimeError:
+            return
         if self._pending is not None:
             self._pending.cancel()  # still in the burst: wait for its end
-        self._pending = asyncio.get_running_loop().call_later(self.DELAY, self._run)
+        self._pending = loop.call_later(self.DELAY, self._run)
 
     def _run(self) -> None:
         self._pending = None
         assert self._malloc_trim is not None
         self._malloc_trim(0)
+
+
+# One per process: the deserializers of every method and server share it.
+_TRIM = _MemoryTrim()

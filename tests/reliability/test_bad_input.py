@@ -26,9 +26,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -485,6 +486,8 @@ async def test_nul_characters_and_impossible_timestamps_are_named_not_internal(
         assert details.bad_fields == fields, name
 
 
+PAGE_TOKEN_KEYS = ["t", "id", "c", "d", "after", "x"]
+
 _JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -505,16 +508,31 @@ _JSON = st.recursive(
 )
 @given(
     which=st.sampled_from(["concerts", "dates", "seats"]),
-    keys=st.sets(st.sampled_from(["t", "id", "c", "d", "after", "x"]), min_size=1),
+    keys=st.sets(st.sampled_from(PAGE_TOKEN_KEYS), min_size=1),
     values=st.lists(_JSON, min_size=6, max_size=6),
+    real_ids=st.booleans(),
 )
 # Found by hand, answered INTERNAL before: `after: true` (a bool is an int to Python).
-@example(which="seats", keys={"d", "after"}, values=[True, None, None, None, None, None])
+@example(
+    which="seats", keys={"d", "after"}, values=[True, None, None, None, None, None], real_ids=True
+)
 # A naive time in a date cursor.
 @example(
     which="dates",
     keys={"c", "t", "id"},
     values=[None, str(uuid.UUID(int=1)), "2026-12-01T00:00:00", None, None, None],
+    real_ids=True,
+)
+# The ids themselves of another JSON type (c and d were always the real ids before).
+@example(
+    which="dates", keys={"c", "t", "id"}, values=[7, None, None, None, None, None], real_ids=False
+)
+@example(which="seats", keys={"d", "after"}, values=[1, [], None, None, None, None], real_ids=False)
+@example(
+    which="seats",
+    keys={"d", "after"},
+    values=[2, {"x": None}, None, None, None, None],
+    real_ids=False,
 )
 async def test_page_tokens_of_every_json_type_are_invalid_argument_never_internal(
     stubs: Stubs,
@@ -522,14 +540,17 @@ async def test_page_tokens_of_every_json_type_are_invalid_argument_never_interna
     which: str,
     keys: set[str],
     values: list[Any],
+    real_ids: bool,
 ) -> None:
     """A page token is the client's to edit: every JSON type in every field, and
     the right keys with the wrong types, are INVALID_ARGUMENT (or a page), never
     a value that reaches SQL."""
     concert_id, date_id, fan = page_world
     position = dict(zip(sorted(keys), values, strict=False))
-    # Half the time, the very ids the method would accept, beside the hostile values.
-    position.update({k: v for k, v in (("c", concert_id), ("d", date_id)) if k in keys})
+    # Half the time, the very ids the method would accept, beside the hostile
+    # values; the other half, c and d get hostile values like every other key.
+    if real_ids:
+        position.update({k: v for k, v in (("c", concert_id), ("d", date_id)) if k in keys})
     token = encode_page_token(position)
     if which == "concerts":
         call = stubs.concert.ListConcerts(
@@ -561,3 +582,195 @@ async def page_world(app: App, stubs: Stubs) -> tuple[str, str, AdmittedFan]:
         concert_pb2.ListConcertsRequest(), metadata=fan.metadata
     )
     return concerts.concerts[0].concert_id, world.date_id, fan
+
+
+# Raw bodies with invalid UTF-8 in a string field. The messages above are
+# serialized from Python strings, which are always valid UTF-8; these are not:
+# a well-formed request of the method, with one string field (at any depth)
+# holding bytes that are not UTF-8, spliced into its wire format.
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+INVALID_UTF8_SEQUENCES = [
+    b"\xff",  # never in UTF-8
+    b"\xfe\xff",  # a UTF-16 byte order mark
+    b"\x80",  # a continuation byte alone
+    b"\xc3",  # a lead byte without its continuation
+    b"\xe2\x82",  # a three-byte sequence cut short
+    b"\xc0\xaf",  # an overlong '/'
+    b"\xe0\x80\xaf",  # another overlong '/'
+    b"\xed\xa0\x80",  # a UTF-16 surrogate (U+D800)
+    b"\xf4\x90\x80\x80",  # above U+10FFFF
+    b"\xf8\x88\x80\x80\x80",  # a five-byte form
+]
+# Stands in for the field's value while the request is serialized; no other
+# string of the request contains it (the filler below never does).
+_MARK = "\x1d"
+
+
+def _string_paths(descriptor: Descriptor, depth: int = 0) -> list[tuple[FieldDescriptor, ...]]:
+    """Every string field of this message type, nested ones included (one level of
+    each message field, the first element of a repeated one)."""
+    paths: list[tuple[FieldDescriptor, ...]] = []
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            paths.append((field,))
+        elif field.message_type is not None and depth < 3:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            paths.extend((field, *rest) for rest in _string_paths(field.message_type, depth + 1))
+    return paths
+
+
+def _set_path(message: Message, path: tuple[FieldDescriptor, ...], value: str) -> None:
+    *parents, leaf = path
+    for field in parents:
+        if field.is_repeated:
+            items = getattr(message, field.name)
+            message = items[0] if len(items) else items.add()
+        else:
+            message = getattr(message, field.name)
+    if leaf.is_repeated:
+        items = getattr(message, leaf.name)
+        if len(items):
+            items[0] = value
+        else:
+            items.append(value)
+    else:
+        setattr(message, leaf.name, value)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def with_invalid_utf8(
+    descriptor: Descriptor,
+    fillers: list[str],
+    target: tuple[FieldDescriptor, ...],
+    bad: bytes,
+) -> bytes:
+    """A request with every string field filled, whose `target` field holds `bad`.
+
+    The field is serialized holding a marker of bad's length, whose bytes are
+    then replaced: every length prefix around it (nested messages) stays right.
+    """
+    assert len(bad) < 0x1D  # the marker's length prefix is not a marker byte itself
+    message = GetMessageClass(descriptor)()
+    for path, filler in zip(_string_paths(descriptor), fillers, strict=False):
+        _set_path(message, path, filler)
+    _set_path(message, target, _MARK * len(bad))  # last: a oneof keeps the target
+    body = message.SerializeToString()
+    needle = _varint(len(bad)) + _MARK.encode() * len(bad)
+    assert body.count(needle) == 1, (body, needle)
+    return body.replace(needle, _varint(len(bad)) + bad)
+
+
+# Every method that takes a string (concert.v1's and grpc.health.v1's), by its path.
+RAW_METHODS: list[MethodDescriptor] = [
+    m for m in [*METHODS, *HEALTH.methods] if _string_paths(m.input_type)
+]
+
+
+async def send_raw(
+    channel: grpc.aio.Channel, method: MethodDescriptor, body: bytes
+) -> grpc.aio.AioRpcError | None:
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    kind = channel.unary_stream if method.server_streaming else channel.unary_unary
+    call = kind(path, request_serializer=None, response_deserializer=None)(body, timeout=20)
+    try:
+        if method.server_streaming:
+            async for _ in call:
+                break
+            call.cancel()
+        else:
+            await call
+    except grpc.aio.AioRpcError as err:
+        return err
+    return None
+
+
+@st.composite
+def _invalid_utf8_bodies(draw: st.DrawFn, method: MethodDescriptor) -> bytes:
+    paths = _string_paths(method.input_type)
+    target = draw(st.sampled_from(paths))
+    filler = st.text(
+        st.characters(blacklist_characters=_MARK, blacklist_categories=("Cs",)), max_size=12
+    )
+    fillers = draw(st.lists(filler, min_size=len(paths), max_size=len(paths)))
+    valid = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=4)
+    bad = (
+        draw(valid).encode()
+        + draw(st.sampled_from(INVALID_UTF8_SEQUENCES))
+        + draw(valid).encode()
+        + ("\u00fc".encode() if draw(st.booleans()) else b"")
+    )
+    return with_invalid_utf8(method.input_type, fillers, target, bad)
+
+
+def _examples_of(
+    method: MethodDescriptor, check: Callable[[MethodDescriptor, bytes], None]
+) -> Callable[[], None]:
+    """`check` run on EXAMPLES_PER_METHOD bodies of this method with invalid UTF-8."""
+
+    @settings(
+        max_examples=EXAMPLES_PER_METHOD,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body=_invalid_utf8_bodies(method))
+    def of_this_method(body: bytes) -> None:
+        check(method, body)
+
+    return of_this_method
+
+
+async def test_raw_bodies_with_invalid_utf8_are_invalid_argument_never_unknown(
+    app: App, channel: grpc.aio.Channel
+) -> None:
+    """Whatever the method (grpc.health.v1's too) and however deep the string
+    field, a body that is not UTF-8 there is INVALID_ARGUMENT with an ErrorInfo
+    (REQUEST_MALFORMED) and a BadRequest naming the request, whatever the call's
+    credential: the body is read before anything else."""
+    loop = asyncio.get_running_loop()
+    seen: Counter[str] = Counter()
+
+    def property_holds(method: MethodDescriptor, body: bytes) -> None:
+        error = asyncio.run_coroutine_threadsafe(send_raw(channel, method, body), loop).result(
+            timeout=60
+        )
+        assert error is not None, f"{method.full_name} answered {body!r}"
+        details = error_details(error)
+        assert details.code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (
+            f"{method.full_name} answered {details.code.name} ({details.message}) to {body!r}"
+        )
+        assert details.info is not None, f"{method.full_name}: {details.code.name}, no ErrorInfo"
+        assert (details.code, details.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "REQUEST_MALFORMED",
+        ), (method.full_name, body, details.message)
+        assert details.bad_fields == {"request"}, method.full_name
+        seen[method.full_name] += 1
+
+    def every_method() -> None:
+        # Each method its own examples (a draw of the method could miss one).
+        for method in RAW_METHODS:
+            _examples_of(method, property_holds)()
+
+    await asyncio.to_thread(every_method)
+    assert set(seen) == {m.full_name for m in RAW_METHODS}, seen
+
+
+def test_invalid_utf8_is_spliced_into_the_wire_format_of_a_nested_field() -> None:
+    # The splice itself: IssueToken's password.email, inside a nested message.
+    method = next(m for m in METHODS if m.name == "IssueToken")
+    target = next(p for p in _string_paths(method.input_type) if len(p) == 2)
+    body = with_invalid_utf8(method.input_type, ["a", "b", "c"], target, b"x\xff")
+    assert b"x\xff" in body
+    with pytest.raises(DecodeError):
+        queue_pb2.IssueTokenRequest.FromString(body)

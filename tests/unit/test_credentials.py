@@ -268,7 +268,7 @@ def test_the_operators_key_must_be_shown_configured_and_equal() -> None:
         "01700000000",
         "-5",
         "",
-        "１７",
+        "\uff11\uff17",  # fullwidth digits: int() reads them
         "1e9",
         "0x10",
     ],
