@@ -57,8 +57,26 @@ def hold_state(state: str, expires_at: datetime, now: datetime) -> str:
     return "expired" if state == "held" and expires_at <= now else state
 
 
-# hold_state(...) == "held" as an SQL condition on reservations `r`, at %(now)s.
-HELD_RESERVATION_GUARD = "r.state = 'held' AND r.expires_at > %(now)s"
+# The clock's time after a statement's locks, in SQL, for a statement sent in
+# the same message as the locks it comes after (Python cannot read the clock
+# between them): the `now` the use case read before its transaction, plus the
+# real time the transaction has spent so far, its lock waits included. With
+# the real clock that is the time after the locks; with a FakeClock, the
+# test's time plus the real wait. transaction_timestamp(), not
+# statement_timestamp(): in a pipelined message a statement starts when
+# PostgreSQL reaches it, after the statement before it waited for its locks.
+# Read again in one statement it only grows, so a value the statement returns
+# is never earlier than the one any of its conditions decided with.
+NOW_AFTER_LOCKS = "(%(now)s + (clock_timestamp() - transaction_timestamp()))"
+
+
+def held_reservation_guard(at: str = "%(now)s") -> str:
+    """hold_state(...) == "held" as an SQL condition on reservations `r`, at the
+    time `at` (an SQL expression: %(now)s, or NOW_AFTER_LOCKS)."""
+    return f"r.state = 'held' AND r.expires_at > {at}"
+
+
+HELD_RESERVATION_GUARD = held_reservation_guard()
 
 
 def reservation_message(row: Any) -> reservation_pb2.Reservation:
@@ -101,7 +119,6 @@ async def hold_seat(
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
     assert date_id is not None
-    now = ctx.clock.now()
     settings = ctx.settings
 
     record = RequestRecord(
@@ -111,17 +128,19 @@ async def hold_seat(
         reservation_pb2.ReserveSeatResponse,
     )
     reservation_id = uuid.uuid4()
-    expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
-    params = {
-        **live_token_params(fan, now),
-        "expires": expires_at,
-        "reservation": reservation_id,
-        "date": date_id,
-        "seat": request.seat_number,
-        "max_holds": settings.max_holds_per_user,
-        **UnitOfWork.unanswered_params(record),
-    }
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        # Read once the connection is ours: _HOLD adds only the time since BEGIN.
+        now = ctx.clock.now()
+        expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
+        params = {
+            **live_token_params(fan, now),
+            "expires": expires_at,
+            "reservation": reservation_id,
+            "date": date_id,
+            "seat": request.seat_number,
+            "max_holds": settings.max_holds_per_user,
+            **UnitOfWork.unanswered_params(record),
+        }
         key = unit.record_statement(record)
         # One message: BEGIN, the request's key (with an id), the token's row
         # lock then the fan's hold cap, and the hold; with no request id,
@@ -135,7 +154,7 @@ async def hold_seat(
         )
         if key is not None and (replay := await unit.replayed(record, results[0])) is not None:
             return replay
-        [(held_count, price, concert_id, start_time)] = results[-1]
+        [(held_count, price, concert_id, start_time, decided_at)] = results[-1]
         if price is None:  # nothing was written: say why
             insist_live(token_row(results[-2]), now, fan)
         if held_count >= settings.max_holds_per_user:
@@ -151,7 +170,7 @@ async def hold_seat(
                     "no such date or seat",
                     metadata={"date_id": str(date_id), "seat_number": str(request.seat_number)},
                 )
-            raise seat_unavailable(date_id, request.seat_number, started=start_time <= now)
+            raise seat_unavailable(date_id, request.seat_number, started=start_time <= decided_at)
         response = reservation_pb2.ReserveSeatResponse(
             reservation=reservation_message(
                 (
@@ -178,17 +197,21 @@ async def hold_seat(
 # live holds, and only under the cap, with the fan's token live and the
 # request not already answered, take the seat (the race is decided by this
 # UPDATE, see the module's docstring) and insert the reservation. The seat's
-# date start is read too, so a refusal needs no second query.
+# date start is read too, so a refusal needs no second query. Holds and the
+# start are judged at NOW_AFTER_LOCKS (a hold that ran out while this waited
+# for the token or the hold cap is gone; the time is returned last, for the
+# refusal's reason); the token, like insist_live, at the call's %(now)s, which
+# also dates the new hold.
 _HOLD = f"""
     WITH held AS (
         SELECT count(*) AS n FROM reservations
-         WHERE user_id = %(user)s AND state = 'held' AND expires_at > %(now)s
+         WHERE user_id = %(user)s AND state = 'held' AND expires_at > {NOW_AFTER_LOCKS}
     ), won AS (
         UPDATE seats s SET held_until = %(expires)s, reservation_id = %(reservation)s
           FROM concert_dates d, held
          WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s
-           AND d.id = s.date_id AND d.start_time > %(now)s
-           AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= %(now)s)
+           AND d.id = s.date_id AND d.start_time > {NOW_AFTER_LOCKS}
+           AND NOT s.sold AND (s.held_until IS NULL OR s.held_until <= {NOW_AFTER_LOCKS})
            AND held.n < %(max_holds)s
            AND {LIVE_TOKEN_GUARD}
            AND {UNANSWERED_GUARD}
@@ -202,7 +225,8 @@ _HOLD = f"""
     )
     SELECT held.n, won.price, won.concert_id,
            (SELECT d.start_time FROM seats s JOIN concert_dates d ON d.id = s.date_id
-             WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s)
+             WHERE s.date_id = %(date)s AND s.seat_number = %(seat)s),
+           {NOW_AFTER_LOCKS}
       FROM held LEFT JOIN won ON true
 """
 
@@ -239,7 +263,6 @@ async def cancel_reservation(
     reservation_id = parse_uuid(violations, "reservation_id", request.reservation_id)
     request_id = parse_request_id(violations, request.request_id)
     violations.raise_if_any()
-    now = ctx.clock.now()
 
     record = RequestRecord(
         f"ReservationService.CancelReservation:{fan.user_id}",
@@ -255,17 +278,19 @@ async def cancel_reservation(
         cursor = await unit.execute(
             f"SELECT {RESERVATION_COLUMNS} FROM reservations r"
             " WHERE r.id = %(id)s AND r.user_id = %(user)s FOR UPDATE",
-            {"now": now, "id": reservation_id, "user": fan.user_id},
+            {"now": ctx.clock.now(), "id": reservation_id, "user": fan.user_id},
             locks=[Lock.of(LockKind.RESERVATION, reservation_id)],
         )
         row = await cursor.fetchone()
         if row is None:
             raise reservation_not_found()
-        if row[6] != "held":
+        # Judged at the time after the lock: a hold that ran out while this
+        # waited for it (a Pay of it held the lock) is expired, not cancelled.
+        if (state := hold_state(row[6], row[8], ctx.clock.now())) != "held":
             raise FailedPrecondition(
                 ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD,
-                f"the reservation is {row[6]}",
-                metadata={"state": row[6]},
+                f"the reservation is {state}",
+                metadata={"state": state},
             )
         await unit.execute(
             "UPDATE reservations SET state = 'cancelled' WHERE id = %s", (reservation_id,)

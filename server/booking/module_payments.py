@@ -132,7 +132,6 @@ async def confirm_module_payment(
         # The token found is the one locked: say so, so that ending it with the
         # sale is known to take nothing new.
         held_token = [Lock.of(LockKind.QUEUE_TOKEN, token.token_id)] if token else []
-        now = ctx.clock.now()
         [reservations] = await unit.send(
             Statement(
                 _LOCK_RESERVATION,
@@ -140,6 +139,9 @@ async def confirm_module_payment(
                 (*held_token, Lock.of(LockKind.RESERVATION, reservation_id)),
             )
         )
+        # The time after the lock: a hold that ran out while this waited for
+        # it (a Pay or a cancellation of it held it) is refunded, not sold.
+        now = ctx.clock.now()
         refusal = _refusal(reservations, user_id, request.amount, now)
         sold: list[Any] = []
         if refusal is None:

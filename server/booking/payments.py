@@ -45,6 +45,7 @@ from server.booking.payment_records import (
 )
 from server.booking.runtime import BookingRuntime
 from server.booking.wallet_payment import pay_from_wallet
+from server.clock import Clock
 from server.context import ServiceContext
 from server.db.unit_of_work import Lock, LockKind, UnitOfWork, stored_answer, unit_of_work, unit_on
 from server.errors import (
@@ -97,12 +98,11 @@ async def pay(
     # money moves (AIP-155): a retry never charges, and a reused id is refused
     # before it charges; the confirmation stores the answer.
     record = pay_record(fan.user_id, request_id, request)
-    now = ctx.clock.now()
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
         replay = await stored_answer(unit.conn, record)
         if replay is not None:
             return replay
-        attempt = await _begin_attempt(unit, fan, reservation_id, request_id, now)
+        attempt = await _begin_attempt(unit, ctx.clock, fan, reservation_id, request_id)
 
     # 2. charge
     try:
@@ -137,15 +137,15 @@ async def pay(
 
 async def _begin_attempt(
     unit: UnitOfWork,
+    clock: Clock,
     fan: Fan,
     reservation_id: uuid.UUID,
     request_id: uuid.UUID | None,
-    now: datetime,
 ) -> Attempt:
     # Lock order (docs/concurrency.md): the token, then the reservation, as the
     # confirmation does; taking them the other way round deadlocked a begin
     # against a concurrent Pay's confirmation.
-    await require_live_token(unit, fan, now)
+    await require_live_token(unit, fan, clock.now())
     # The reservation's row lock: concurrent Pays of it take turns here, and
     # the second finds the first's attempt.
     cursor = await unit.execute(
@@ -158,6 +158,9 @@ async def _begin_attempt(
     if row is None:
         raise reservation_not_found()
     state, expires_at, price = row
+    # The time after the lock: a hold that ran out while this waited for it
+    # is not charged for.
+    now = clock.now()
     if (state := hold_state(state, expires_at, now)) != "held":
         raise reservation_not_held(f"it is {state}")
     cursor = await unit.execute(
@@ -203,13 +206,12 @@ async def _confirm_once(
     record = pay_record(attempt.user_id, attempt.request_id, request)
     if (replay := await unit.replay(record)) is not None:
         return replay
-    now = ctx.clock.now()
-    response, sold_now = await confirm_attempt(unit, attempt, now, fan=fan)
+    response, sold_now = await confirm_attempt(unit, attempt, ctx.clock, fan=fan)
     remember = unit.remember_statement(record, response)
     # Last, in the message with the COMMIT: the answer and the counters every
     # payment shares (payment_records.count_sale), unless the sale was counted
     # by whoever confirmed it first.
-    count = count_sale(uuid.UUID(response.payment.payment_id), attempt.token_id, now)
+    count = count_sale(uuid.UUID(response.payment.payment_id), attempt.token_id, ctx.clock.now())
     await unit.send(*([remember] if remember else []), *([count] if sold_now else []), commit=True)
     return response
 
@@ -217,7 +219,7 @@ async def _confirm_once(
 async def confirm_attempt(
     unit: UnitOfWork,
     attempt: Attempt,
-    now: datetime,
+    clock: Clock,
     *,
     fan: Fan | None,
 ) -> tuple[payment_pb2.PayResponse, bool]:
@@ -226,7 +228,8 @@ async def confirm_attempt(
     fan is the caller when Pay confirms (its token must still be live); None
     when the reconciliation job confirms a charge whose call died. Also says
     whether this call sold the seat: the caller then counts the sale
-    (payment_records.count_sale) last, with the COMMIT.
+    (payment_records.count_sale) last, with the COMMIT. The hold is judged
+    with the clock read after the reservation's lock (issue 13).
     """
     cursor = await unit.execute(
         "SELECT state FROM payment_attempts WHERE id = %s FOR UPDATE",
@@ -241,7 +244,7 @@ async def confirm_attempt(
     if row[0] != "charging":
         raise NotConfirmable("the charge was already refunded")
     if fan is not None:
-        await require_live_token(unit, fan, now)
+        await require_live_token(unit, fan, clock.now())
     else:
         # The job confirms whatever the token's state: it still locks the token
         # before the reservation, as every payment does (the sale ends the
@@ -256,6 +259,9 @@ async def confirm_attempt(
     reservation = await cursor.fetchone()
     assert reservation is not None
     state, expires_at, date_id, seat_number = reservation
+    # The time after the lock: a hold that ran out while this waited for it
+    # (a cancellation or another Pay held it) is not sold.
+    now = clock.now()
     if (state := hold_state(state, expires_at, now)) != "held":
         raise NotConfirmable("the hold expired" if state == "expired" else f"it is {state}")
     # One statement for the four rows of this sale (the seat, the payment, the

@@ -33,7 +33,12 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from concert.v1 import payment_pb2
-from server.booking.holds import HELD_RESERVATION_GUARD, hold_state, reservation_not_found
+from server.booking.holds import (
+    NOW_AFTER_LOCKS,
+    held_reservation_guard,
+    hold_state,
+    reservation_not_found,
+)
 from server.booking.payment_records import (
     PAYMENT_COLUMNS,
     count_sale,
@@ -78,19 +83,28 @@ _LOCK_TOKEN_RESERVATION_AND_WALLET = f"""
 # Everything the sale writes, in one statement after the locks (its snapshot
 # therefore sees the locked rows as they now stand), in a chain where each
 # part writes only if the one before it did: the seat is sold only if the
-# fan's token is live, the reservation the fan's and held (HELD_RESERVATION_GUARD), the
-# wallet (locked) holds the price and the request was not answered before;
-# the wallet's move and ledger row (server/wallet/ledger.py) only if the seat
-# was sold; the gateway's charge, the confirmed attempt, the payment and the
-# reservation's state only if the money moved. So either all of it is written
-# or none of it: the statement may be sent in the same message as COMMIT.
+# fan's token is live, the reservation the fan's and held, the wallet (locked)
+# holds the price and the request was not answered before; the wallet's move
+# and ledger row (server/wallet/ledger.py) only if the seat was sold; the
+# gateway's charge, the confirmed attempt, the payment and the reservation's
+# state only if the money moved. So either all of it is written or none of it:
+# the statement may be sent in the same message as COMMIT.
+#
+# The hold is judged at NOW_AFTER_LOCKS (issue 13: a hold that ran out while
+# the locks waited is not sold), and that time is returned first in the one
+# row, beside the payment's columns (NULL when nothing was sold), so that
+# _refuse explains a refusal with the time the sale decided with. The token
+# is judged, like insist_live, at the call's %(now)s, which also dates the
+# rows written: a record of the call, earlier than any expiry it was sold
+# under.
 _SELL_AND_DEBIT = f"""
     WITH seat AS (
         UPDATE seats s SET sold = true, held_until = NULL
           FROM reservations r
-         WHERE r.id = %(reservation)s AND r.user_id = %(user)s AND {HELD_RESERVATION_GUARD}
+         WHERE r.id = %(reservation)s AND r.user_id = %(user)s
+           AND {held_reservation_guard(NOW_AFTER_LOCKS)}
            AND s.date_id = r.date_id AND s.seat_number = r.seat_number
-           AND s.reservation_id = r.id AND NOT s.sold AND s.held_until > %(now)s
+           AND s.reservation_id = r.id AND NOT s.sold AND s.held_until > {NOW_AFTER_LOCKS}
            AND {LIVE_TOKEN_GUARD}
            AND EXISTS (SELECT FROM wallets w WHERE w.user_id = %(user)s AND w.balance >= r.price)
            AND {UNANSWERED_GUARD}
@@ -116,7 +130,7 @@ _SELL_AND_DEBIT = f"""
         UPDATE reservations SET state = 'paid'
          WHERE id = %(reservation)s AND EXISTS (SELECT FROM moved)
     )
-    SELECT payment.* FROM payment
+    SELECT {NOW_AFTER_LOCKS}, payment.* FROM (SELECT) AS one LEFT JOIN payment ON true
 """
 
 
@@ -136,17 +150,18 @@ async def pay_from_wallet(
     the sale and, with no request id, its count and COMMIT in one message; with
     an id, the stored answer, the count and COMMIT in a second."""
     record = pay_record(fan.user_id, request_id, request)
-    now = ctx.clock.now()
     payment_id = uuid.uuid4()
-    params = {
-        **ledger.entry_params(fan.user_id, None, ledger.EntryKind.PAYMENT, uuid.uuid4(), now),
-        **live_token_params(fan, now),
-        **UnitOfWork.unanswered_params(record),
-        "reservation": reservation_id,
-        "payment": payment_id,
-    }
-    count = count_sale(payment_id, fan.token_id, now)
     async with unit_of_work(ctx.pool, ctx.clock) as unit:
+        # Read once the connection is ours: the sale adds only the time since BEGIN.
+        now = ctx.clock.now()
+        params = {
+            **ledger.entry_params(fan.user_id, None, ledger.EntryKind.PAYMENT, uuid.uuid4(), now),
+            **live_token_params(fan, now),
+            **UnitOfWork.unanswered_params(record),
+            "reservation": reservation_id,
+            "payment": payment_id,
+        }
+        count = count_sale(payment_id, fan.token_id, now)
         key = unit.record_statement(record)
         results = await unit.send(
             *([key] if key else []),
@@ -165,11 +180,11 @@ async def pay_from_wallet(
         )
         if key is not None and (replay := await unit.replayed(record, results[0])) is not None:
             return replay
-        locked, sold = results[-3:-1] if key is None else results[-2:]
+        locked, [(decided_at, *sold)] = results[-3:-1] if key is None else results[-2:]
         token = token_row(locked)
-        if not sold:  # nothing was written: say why
-            _refuse(ctx, fan, token, locked, now)
-        response = payment_pb2.PayResponse(payment=payment_message(sold[0]))
+        if sold[0] is None:  # nothing was written: say why
+            _refuse(ctx, fan, token, locked, now, decided_at)
+        response = payment_pb2.PayResponse(payment=payment_message(sold))
         if key is not None:
             remember = unit.remember_statement(record, response)
             assert remember is not None
@@ -181,14 +196,22 @@ async def pay_from_wallet(
 
 
 def _refuse(
-    ctx: ServiceContext, fan: Fan, token: TokenRow | None, locked: list[Any], now: datetime
+    ctx: ServiceContext,
+    fan: Fan,
+    token: TokenRow | None,
+    locked: list[Any],
+    now: datetime,
+    decided_at: datetime,
 ) -> NoReturn:
-    """Why the sale was not written, from what the locks read."""
+    """Why the sale was not written, from what the locks read: the token at the
+    call's `now`, the hold at `decided_at` (the time the sale judged it with,
+    or later), as _SELL_AND_DEBIT does."""
     insist_live(token, now, fan)
     state, expires_at, price, _date, _seat, balance = locked[0][6:]
     if state is None:
         raise reservation_not_found()
-    if (state := hold_state(state, expires_at, now)) != "held":
+    if (state := hold_state(state, expires_at, decided_at)) != "held":
+        # Among them a hold that ran out while the locks waited.
         raise reservation_not_held(f"it is {state}")
     if balance is None or balance < price:
         raise FailedPrecondition(
