@@ -37,9 +37,12 @@ WORKDIR /app
 USER 10001:10001
 # gRPC; the Prometheus endpoint listens on 9090 when CONCERT_METRICS_LISTEN=0.0.0.0:9090.
 EXPOSE 50051 9090
-# Health through grpc.health.v1: SERVING only, so a draining server reports unhealthy.
+# Health through grpc.health.v1's liveness service: the process works. Not
+# readiness: an orchestrator that replaces unhealthy containers (Swarm) would
+# restart every replica during a database outage, which a restart cannot fix.
+# A draining server reports unhealthy too (every service NOT_SERVING).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-m", "server", "healthcheck"]
+  CMD ["python", "-m", "server", "healthcheck", "--service", "liveness"]
 # SIGTERM starts the graceful stop: NOT_SERVING, refuse new calls, drain, close the pool.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "server"]

@@ -68,6 +68,8 @@ class SeatListCache:
     ) -> concert_pb2.ListAvailableSeatsResponse | None:
         page = self._pages.get((date_id, key))
         if page is None or page.valid_until <= now:
+            if page is not None:
+                self._drop((date_id, key))  # expired: its bytes are free at once
             self.misses += 1
             return None
         self._pages.move_to_end((date_id, key))

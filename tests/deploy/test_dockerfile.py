@@ -118,7 +118,15 @@ def test_healthcheck_asks_the_grpc_health_service(stages: list[Stage]) -> None:
     healthcheck = final.last("HEALTHCHECK")
     options, _, command = healthcheck.partition("CMD")
     assert "--interval" in options and "--timeout" in options
-    assert exec_form(command.strip()) == ["python", "-m", "server", "healthcheck"]
+    # Liveness, never the database: a container is not replaced for an outage.
+    assert exec_form(command.strip()) == [
+        "python",
+        "-m",
+        "server",
+        "healthcheck",
+        "--service",
+        "liveness",
+    ]
     assert exec_form(final.last("ENTRYPOINT")) == ["python", "-m", "server"]
     listen = env_of(final)["CONCERT_LISTEN"]
     assert listen.startswith("0.0.0.0:")

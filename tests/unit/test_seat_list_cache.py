@@ -35,6 +35,7 @@ def test_a_page_is_served_until_its_max_age_then_missed() -> None:
     assert cache.get(DATE, (0, 100), NOW + SECOND - timedelta(microseconds=1)) == page(1, 2)
     assert cache.get(DATE, (0, 100), NOW + SECOND) is None
     assert (cache.hits, cache.misses) == (1, 1)
+    assert cache.bytes == 0  # the expired page is dropped when found, not kept till a put
 
 
 def test_a_page_is_keyed_by_date_start_seat_and_page_size() -> None:
