@@ -6,6 +6,7 @@ written straight to the tables, which this process's cache cannot hear of.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -151,3 +152,28 @@ def test_the_cache_is_bounded_in_bytes_and_drops_expired_pages_first() -> None:
     # Invalidation drops the date's pages and their bytes.
     cache.invalidate(date)
     assert cache.bytes == cache._pages[(other, (0, 100))].size
+
+
+async def test_clients_choosing_every_page_key_cannot_grow_the_cache_past_its_bytes(
+    app: App, stubs: Stubs
+) -> None:
+    """Real calls, concurrent, each with a page size of its own (a page's key is
+    the client's choice): the cache stays within its byte budget at every step,
+    and every answer is still the right page."""
+    date_id = await one_date(app, stubs, seats=300)
+    fan = await admitted_fan(stubs)
+    cache = app.booking.seat_lists
+    cache.max_bytes = 32 * 1024  # a few dozen pages of this date
+
+    async def page_of(size: int) -> int:
+        reply = await stubs.concert.ListAvailableSeats(
+            concert_pb2.ListAvailableSeatsRequest(date_id=date_id, page_size=size),
+            metadata=fan.metadata,
+        )
+        return len(reply.seats)
+
+    for first in range(1, 301, 20):
+        sizes = range(first, first + 20)
+        assert await asyncio.gather(*(page_of(size) for size in sizes)) == list(sizes)
+        assert cache.bytes <= cache.max_bytes
+    assert cache.bytes > cache.max_bytes // 2  # it was full, not bypassed
