@@ -32,7 +32,7 @@ import grpc
 import psutil
 import pytest
 
-from concert.v1 import account_pb2
+from concert.v1 import account_pb2, queue_pb2
 from server.accounts import store as accounts_store
 from server.accounts.kdf import hash_password_blocking
 from server.accounts.passwords import (
@@ -258,6 +258,79 @@ async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
     assert not isinstance(
         app.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
     )
+
+
+async def test_sign_up_and_password_issue_token_are_refused_at_once_beyond_the_line(
+    app: App, stubs: Stubs
+) -> None:
+    """Concurrent SignUps and password IssueTokens fill the open lane's places (its
+    hashes held back until released): every call beyond them is refused at once,
+    RESOURCE_EXHAUSTED PASSWORD_HASHING_BUSY with RetryInfo, and writes nothing;
+    the calls holding a place then complete."""
+    fan = await new_fan(stubs)
+    lane = app.accounts.hasher.open
+    release = asyncio.Event()
+    run = lane.run
+
+    async def held_back(function: Any, *args: object) -> Any:
+        await release.wait()
+        return await run(function, *args)
+
+    lane.run = held_back  # type: ignore[method-assign]
+    extra = 6
+    emails = [f"line-{i}-{fan.email}" for i in range(lane.places + extra)]
+    sign_ups = [
+        asyncio.ensure_future(
+            stubs.account.SignUp(
+                account_pb2.SignUpRequest(email=email, password="a fine password"),
+                metadata=_from(FAN),
+            )
+        )
+        for email in emails
+    ]
+    issues = [
+        asyncio.ensure_future(
+            stubs.queue.IssueToken(
+                queue_pb2.IssueTokenRequest(
+                    password=queue_pb2.PasswordCredential(email=fan.email, password=fan.password)
+                ),
+                metadata=_from(FAN),
+            )
+        )
+        for _ in range(extra)
+    ]
+    calls = sign_ups + issues
+    try:
+        done, _ = await asyncio.wait(calls, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        while len(done) < 2 * extra:  # the refused ones answer without waiting
+            more, _ = await asyncio.wait(
+                [c for c in calls if not c.done()], timeout=30, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert more, "calls beyond the line were not refused at once"
+            done |= more
+        assert lane.in_flight == lane.places  # the line is full...
+        refused = [c.exception() for c in done]
+        for error in refused:  # ...and everything beyond it was told to come back
+            assert isinstance(error, grpc.aio.AioRpcError), error
+            details = error_details(error)
+            assert (details.code, details.reason) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "PASSWORD_HASHING_BUSY",
+            )
+            assert details.retry is not None
+        assert any(c in done for c in issues), "password IssueToken was never refused"
+    finally:
+        release.set()
+        lane.run = run  # type: ignore[method-assign]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    assert len(answered) == lane.places  # those that held a place completed
+    created = sum(1 for r in results[: len(sign_ups)] if not isinstance(r, BaseException))
+    async with app.ctx.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM users WHERE email LIKE %s", (f"line-%-{fan.email}",)
+        )
+        assert await cursor.fetchone() == (created,)
 
 
 def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:

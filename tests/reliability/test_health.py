@@ -84,3 +84,23 @@ async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
         assert await _status(health, LIVENESS) == SERVING
         assert app.queue.listening  # the notifier reconnected as well
     # A graceful stop turns everything NOT_SERVING first (checked in test_faults).
+
+
+async def test_readiness_needs_the_queues_listen_connection_too(
+    own_cluster: EmbeddedCluster, settings: Settings, clock: FakeClock
+) -> None:
+    """The database answers, but the queue's LISTEN connection is down (no
+    admission or payment notice would reach this process): not ready, still
+    live; ready again once it listens."""
+    async with await psycopg.AsyncConnection.connect(own_cluster.url, autocommit=True) as conn:
+        await migrate(conn)
+    async with running_app(
+        settings.replace(health_listen="127.0.0.1:0"), own_cluster.url, clock
+    ) as app:
+        health = f"127.0.0.1:{app.health_port}"
+        assert await _status(health, READINESS) == SERVING
+        app.queue.listening = False  # what the listener records when its connection is lost
+        await _until(health, READINESS, NOT_SERVING)
+        assert await _status(health, LIVENESS) == SERVING
+        app.queue.listening = True
+        await _until(health, READINESS, SERVING)

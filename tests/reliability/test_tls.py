@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,3 +212,31 @@ def test_tls_settings_are_read_and_checked_from_the_environment(pki: Pki) -> Non
         Settings.from_env({"CONCERT_TLS_CLIENT_CA": str(ca)})
     with pytest.raises(ConfigError, match=r"^CONCERT_TLS_KEY: must be the path of a readable file"):
         Settings.from_env({"CONCERT_TLS_CERT": str(cert), "CONCERT_TLS_KEY": "/no/such.key"})
+
+
+async def test_probes_work_with_mutual_tls_through_the_plaintext_health_port(
+    tls_settings: Settings, pki: Pki, database_url: str
+) -> None:
+    """With mutual TLS on the service port, the manifests' probes (`python -m
+    server healthcheck` against CONCERT_HEALTH_LISTEN) still answer: the health
+    port speaks plaintext and serves health only."""
+    settings = tls_settings.replace(
+        tls_client_ca=pki.write("client-ca.pem", pki.ca.pem), health_listen="127.0.0.1:0"
+    )
+    async for app in _serve(settings, database_url):
+        health = f"127.0.0.1:{app.health_port}"
+        for service in ("liveness", "readiness"):
+            env = {
+                **os.environ,
+                "CONCERT_LISTEN": app.address,
+                "CONCERT_HEALTH_LISTEN": health,
+            }
+            env.pop("CONCERT_DATABASE_URL", None)
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server", "healthcheck", "--service", service,
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            output, _ = await asyncio.wait_for(child.communicate(), timeout=60)
+            assert (child.returncode, b"SERVING" in output) == (0, True), output
+        # The health port serves nothing else: no concert.v1 over plaintext.
+        assert await _sign_up(health, None) == grpc.StatusCode.UNIMPLEMENTED
