@@ -106,6 +106,9 @@ CONNECTION_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # grpc core waits for any ping's answer this long (its own default is 60 s,
+    # and it outlasts keepalive_timeout: a dead client was dropped after 90 s).
+    ("grpc.http2.ping_timeout_ms", 20_000),
     ("grpc.max_connection_age_ms", 3_600_000),
     ("grpc.max_connection_age_grace_ms", 600_000),
 ]

@@ -122,3 +122,49 @@ async def test_a_client_pinging_every_ten_seconds_keeps_its_waiting_stream(
         # Never silent past the limit (1 s of slack for a loaded machine's scheduling).
         assert WATCH_HEARTBEAT_SECONDS - 1 <= waited <= WATCH_SILENCE_LIMIT_SECONDS + 1
         stream.cancel()
+
+
+# HTTP/2's connection preface and an empty SETTINGS frame, and a SETTINGS ACK
+# (RFC 9113 §3.4, §6.5); frame types SETTINGS and PING (§6.5, §6.7).
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+_SETTINGS, _PING = 4, 6
+
+
+@pytest.mark.slow
+async def test_a_dead_client_is_dropped_within_about_a_minute(app: App) -> None:
+    """Real time, bounded: a client that opened a connection, acknowledged the
+    server's settings and then went silent (answers no ping, as a half-open
+    client or a vanished phone) is pinged once the connection has been idle 30 s
+    and dropped 20 s without an answer later, instead of holding its connection
+    (and so its streams) until TCP notices."""
+    host, _, port = app.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(_PREFACE)
+    await writer.drain()
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    received, frames, pinged_at = b"", [], None
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout=120):
+            received += chunk
+            while len(received) >= 9:  # whole frames: 9-byte header, then the payload
+                length = int.from_bytes(received[:3], "big")
+                if len(received) < 9 + length:
+                    break
+                kind, flags = received[3], received[4]
+                received = received[9 + length :]
+                frames.append(kind)
+                if kind == _SETTINGS and not flags & 1:
+                    writer.write(_SETTINGS_ACK)  # settings acknowledged: only pings go unanswered
+                    await writer.drain()
+                if kind == _PING and not flags & 1 and pinged_at is None:
+                    pinged_at = loop.time() - opened
+    except ConnectionResetError:
+        pass  # dropped, the abrupt way
+    finally:
+        writer.close()
+    dropped_after = loop.time() - opened
+    assert pinged_at is not None, f"never pinged; frames {frames}"
+    # The first ping after 30 s idle; the drop within about a minute of going silent.
+    assert 29 <= pinged_at <= dropped_after <= 75, (pinged_at, dropped_after)
