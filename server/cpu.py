@@ -5,7 +5,8 @@ os.cpu_count() is the host's cores: in a container limited to one CPU on a
 16-core node it says 16, and a pool sized by it runs 16 hashes at once on one
 CPU's worth of time, each 16 times slower. The quota comes from cgroup v2
 (`cpu.max`: "<quota> <period>", or "max") or v1 (`cpu.cfs_quota_us` /
-`cpu.cfs_period_us`, -1 for none), rounded up, at least 1.
+`cpu.cfs_period_us`, -1 for none), rounded up, at least 1, the tightest of
+this process's cgroup and the ones above it (/proc/self/cgroup names it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
+MEMBERSHIP = Path("/proc/self/cgroup")
 AUTOGROUP = Path("/proc/self/autogroup")
 
 
@@ -35,23 +37,69 @@ def cpus_per_process(processes: int, cgroup: Path = CGROUP) -> int:
     return max(1, available_cpus(cgroup) // max(1, processes))
 
 
-def cgroup_cpu_quota(cgroup: Path = CGROUP) -> float | None:
-    """CPUs' worth of time the cgroup allows, or None when unlimited or unknown."""
+def cgroup_cpu_quota(cgroup: Path = CGROUP, membership: Path = MEMBERSHIP) -> float | None:
+    """CPUs' worth of time this process's cgroups allow, or None when unlimited or unknown.
+
+    The process's own cgroup and every one above it count (a limit on a parent
+    binds its children), found from /proc/self/cgroup: in a container with a
+    cgroup namespace that is the mount's root itself; on a host (or a container
+    sharing the host's namespace) it is a path below it.
+    """
+    v2_path, v1_path = _own_cgroup_paths(membership)
+    quotas = [
+        quota
+        for directory in _this_and_above(cgroup, v2_path)
+        if (quota := _v2_quota(directory)) is not None
+    ]
+    if not quotas:  # cgroup v1: the cpu controller's own hierarchy
+        quotas = [
+            quota
+            for directory in _this_and_above(cgroup / "cpu", v1_path)
+            if (quota := _v1_quota(directory)) is not None
+        ]
+    return min(quotas) if quotas else None
+
+
+def _own_cgroup_paths(membership: Path) -> tuple[str, str]:
+    """This process's cgroup path in the v2 hierarchy and in v1's cpu controller."""
+    v2, v1 = "/", "/"
     try:
-        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
-        if quota == "max":
-            return None
-        return int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":
+            v2 = path
+        elif "cpu" in controllers.split(","):
+            v1 = path
+    return v2, v1
+
+
+def _this_and_above(root: Path, path: str) -> list[Path]:
+    """root/path and each of its parents up to root (a path outside root: root alone)."""
+    parts = [p for p in path.split("/") if p and p != ".."]
+    return [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _v2_quota(directory: Path) -> float | None:
     try:
-        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        quota, period = (directory / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         return None
-    if quota_us <= 0 or period_us <= 0:
+
+
+def _v1_quota(directory: Path) -> float | None:
+    try:
+        quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+        period_us = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
         return None
-    return quota_us / period_us
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def yield_cpu(niceness: int) -> None:

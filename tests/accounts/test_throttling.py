@@ -348,6 +348,29 @@ def test_the_hashing_pool_follows_the_cpu_quota(tmp_path: Path) -> None:
     assert available_cpus(tmp_path) == 1
 
 
+def test_the_quota_is_read_from_this_process_cgroup_and_those_above_it(tmp_path: Path) -> None:
+    """Without a cgroup namespace (a host, or a container sharing the host's), the
+    process's cgroup is a path below the mount; a limit on any level above binds."""
+    membership = tmp_path / "membership"
+    membership.write_text("0::/kubepods/pod1/ctr\n")
+    pod = tmp_path / "kubepods" / "pod1"
+    (pod / "ctr").mkdir(parents=True)
+    (tmp_path / "kubepods" / "cpu.max").write_text("400000 100000\n")
+    (pod / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path, membership) == 4.0  # the node's allocatable
+    (pod / "cpu.max").write_text("50000 100000\n")
+    assert cgroup_cpu_quota(tmp_path, membership) == 0.5  # the pod's own, tighter
+    # cgroup v1: the cpu controller's hierarchy, named on its own line.
+    v1 = tmp_path / "v1"
+    (v1 / "cpu" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "cpu" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    membership.write_text("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    assert cgroup_cpu_quota(v1, membership) == 1.5
+    membership.write_text("garbage\n")  # unreadable membership: the mount's root only
+    assert cgroup_cpu_quota(v1, membership) is None
+
+
 def test_server_processes_on_one_machine_share_its_cpus(tmp_path: Path) -> None:
     """CONCERT_WORKERS=N: each process hashes with its share of the CPUs, at least one."""
     (tmp_path / "cpu.max").write_text("400000 100000\n")  # 4 CPUs' worth
