@@ -207,11 +207,15 @@ async def rotate_signing_key(conn: AsyncConnection, clock: Clock, keep_for: time
             " VALUES (%s, %s, %s, %s)",
             (kid, secrets.token_bytes(32), now, active_from),
         )
+        # A process keeps signing with the superseded key until its next re-read
+        # (KEY_RELOAD_SECONDS after the newer one activates, at worst): its last
+        # credentials live that much longer.
+        superseded_before = now - keep_for - timedelta(seconds=KEY_RELOAD_SECONDS)
         cursor = await unit.execute(
             "DELETE FROM signing_keys old WHERE EXISTS ("
             "  SELECT FROM signing_keys newer WHERE newer.active_from > old.active_from"
             "   AND newer.active_from <= %s) RETURNING kid",
-            (now - keep_for,),
+            (superseded_before,),
         )
         retired = sorted(row[0] for row in await cursor.fetchall())
     return Rotation(kid, active_from, retired)

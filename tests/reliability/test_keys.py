@@ -29,7 +29,12 @@ from server import base64url
 from server.app import App, reload_signing_keys
 from server.clock import FakeClock
 from server.config import ConfigError, Settings
-from server.signing import KEY_ACTIVATION_DELAY, SigningKey, rotate_signing_key
+from server.signing import (
+    KEY_ACTIVATION_DELAY,
+    KEY_RELOAD_SECONDS,
+    SigningKey,
+    rotate_signing_key,
+)
 from tests.e2e.servers import REPOSITORY
 from tests.fans import admitted_fan, new_fan
 from tests.support import TEST_ADMIN_KEY, Stubs, bearer, error_details, running_app
@@ -73,8 +78,14 @@ async def test_a_rotated_key_signs_after_every_process_knows_it_and_old_ones_ret
     # The old credential still works until it expires.
     assert isinstance(await _issue(stubs, fan.session_token), queue_pb2.IssueTokenResponse)
 
-    # Past every credential the old key signed, the next rotation retires it.
+    # A process may have signed with the old key until its next re-read after the
+    # new one activated: not retired while such a credential may still live...
     clock.advance(keep_for.total_seconds() + 1)
+    async with app.ctx.pool.connection() as conn:
+        sooner = await rotate_signing_key(conn, clock, keep_for)
+    assert old_kid not in sooner.retired
+    # ...and past every credential the old key signed, the next rotation retires it.
+    clock.advance(KEY_RELOAD_SECONDS)
     async with app.ctx.pool.connection() as conn:
         later = await rotate_signing_key(conn, clock, keep_for)
     assert old_kid in later.retired and rotation.kid not in later.retired
