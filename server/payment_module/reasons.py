@@ -16,3 +16,8 @@ PAYMENT_DECLINED = ForeignReason("PAYMENT_DECLINED")
 PAYMENT_KEPT_BY_SERVER = ForeignReason("PAYMENT_KEPT_BY_SERVER")
 PAYMENT_NOT_FOUND = ForeignReason("PAYMENT_NOT_FOUND")
 REQUEST_ID_REUSED = ForeignReason("REQUEST_ID_REUSED")
+
+# Answered by the call pipeline itself (server/interceptors.py), for a body that
+# cannot be read or is over its size limit: the same names as concert.v1's.
+REQUEST_MALFORMED = ForeignReason("REQUEST_MALFORMED")
+REQUEST_TOO_LARGE = ForeignReason("REQUEST_TOO_LARGE")

@@ -50,6 +50,9 @@ class PaymentModuleServiceStub:
 
     Every error carries a google.rpc.ErrorInfo (domain `paymentmodule.v1`);
     INVALID_ARGUMENT also carries a google.rpc.BadRequest naming each bad field.
+    A body that cannot be read (invalid UTF-8 in a string, malformed protobuf)
+    is INVALID_ARGUMENT (reason REQUEST_MALFORMED, the field named `request`),
+    on every method, the health service's too.
     Any method may answer UNAVAILABLE while the module's database is unreachable;
     retrying with the same request_id is safe.
     """
@@ -117,6 +120,9 @@ class PaymentModuleServiceServicer:
 
     Every error carries a google.rpc.ErrorInfo (domain `paymentmodule.v1`);
     INVALID_ARGUMENT also carries a google.rpc.BadRequest naming each bad field.
+    A body that cannot be read (invalid UTF-8 in a string, malformed protobuf)
+    is INVALID_ARGUMENT (reason REQUEST_MALFORMED, the field named `request`),
+    on every method, the health service's too.
     Any method may answer UNAVAILABLE while the module's database is unreachable;
     retrying with the same request_id is safe.
     """
@@ -294,6 +300,9 @@ class PaymentModuleService:
 
     Every error carries a google.rpc.ErrorInfo (domain `paymentmodule.v1`);
     INVALID_ARGUMENT also carries a google.rpc.BadRequest naming each bad field.
+    A body that cannot be read (invalid UTF-8 in a string, malformed protobuf)
+    is INVALID_ARGUMENT (reason REQUEST_MALFORMED, the field named `request`),
+    on every method, the health service's too.
     Any method may answer UNAVAILABLE while the module's database is unreachable;
     retrying with the same request_id is safe.
     """
