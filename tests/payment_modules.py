@@ -1,13 +1,20 @@
-"""A sandbox payment module's credentials, as the tests configure and sign with them."""
+"""A sandbox payment module's credentials, as the tests configure and sign with
+them, and a module run in the test's process."""
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from concert.v1 import payment_callback_pb2
 from server import base64url
+from server.clock import Clock
 from server.module_signing import MODULE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from server.payment_module.app import ModuleApp, build_module_app
+from server.payment_module.settings import ModuleSettings
 
 MODULE = "sandbox"
 SECRET = b"a sandbox module's shared secret"
@@ -35,3 +42,19 @@ def module_metadata(
         (TIMESTAMP_HEADER, str(timestamp)),
         (SIGNATURE_HEADER, sign(secret, module, timestamp, request)),
     )
+
+
+@contextlib.asynccontextmanager
+async def running_module(
+    settings: ModuleSettings, database_url: str, clock: Clock, seed: int = 7
+) -> AsyncIterator[ModuleApp]:
+    """The module started in this process, with no background dispatcher (tests
+    run its passes themselves), stopped after."""
+    module = await build_module_app(
+        settings, database_url=database_url, clock=clock, rng=random.Random(seed), dispatch=False
+    )
+    await module.start()
+    try:
+        yield module
+    finally:
+        await module.stop(grace=0.5)

@@ -17,51 +17,44 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import grpc
 import psycopg
 import pytest
 
-from concert.v1 import payment_callback_pb2_grpc, payment_pb2, reservation_pb2
+from concert.v1 import (
+    payment_callback_pb2,
+    payment_callback_pb2_grpc,
+    payment_pb2,
+    reservation_pb2,
+)
 from concert.v1.error_reason_pb2 import ErrorReason
 from server.app import App
 from server.booking import holds, payments
 from server.clock import FakeClock
-from server.config import Settings
 from server.db.unit_of_work import Lock, LockKind
 from server.errors import FailedPrecondition, ServiceError
 from server.fan import Fan
 from tests.booking.helpers import make_concert, make_fan, money_totals, scalar
 from tests.booking.test_module_payments import REFUND, books, callback, signed
+from tests.booking.test_module_payments import callbacks as callbacks  # the module's fixtures:
 from tests.booking.test_module_payments import held_seat as module_held_seat
+from tests.booking.test_module_payments import settings as settings  # a secrets file, a stub
 from tests.booking.test_payment_faults import FaultyGateway
 from tests.booking.test_payment_faults import gateway as gateway
 from tests.booking.test_payment_faults import state as payment_state
-from tests.payment_modules import secrets_file
 from tests.queue.test_issue import wait_for_lock_wait
 from tests.reliability.helpers import assert_invariants
 from tests.support import Stubs
 
 PRICE = 30_000
+T = TypeVar("T")
 # The real time left on a hold when a one-round-trip use case starts, and how
 # long the lock is then held: past the margin, well within lock_timeout.
 MARGIN = timedelta(seconds=0.5)
 WAIT_SECONDS = 1.0
-
-
-@pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
-    # The payment module's callback test needs a module to sign with.
-    return settings.replace(payment_module_secrets_file=secrets_file(tmp_path))
-
-
-@pytest.fixture
-def callbacks(channel: grpc.aio.Channel) -> payment_callback_pb2_grpc.PaymentCallbackServiceStub:
-    return payment_callback_pb2_grpc.PaymentCallbackServiceStub(channel)
 
 
 async def hold(app: App, fan: Fan, date_id: str) -> reservation_pb2.Reservation:
@@ -118,6 +111,41 @@ async def refused_reason(call: Awaitable[object]) -> object:
     return refused.value.reason
 
 
+async def while_locked(
+    database_url: str,
+    reservation_id: str,
+    call: Awaitable[T],
+    lapse: Callable[[], Awaitable[None]],
+) -> T:
+    """`call`, started while another transaction holds the reservation's row lock;
+    once it waits for that lock, `lapse` lets the hold run out, then the lock is
+    released and the call's answer (or error) comes back."""
+    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
+        await blocker.execute(
+            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation_id,)
+        )
+        waiting = asyncio.ensure_future(call)
+        await wait_for_lock_wait(blocker)
+        await lapse()
+        await blocker.rollback()
+        return await waiting
+
+
+def past_the_hold(app: App, clock: FakeClock) -> Callable[[], Awaitable[None]]:
+    """A lapse on the FakeClock: the hold's whole lifetime passes, no real wait."""
+
+    async def advance() -> None:
+        clock.advance(app.ctx.settings.hold_ttl_seconds + 1)
+
+    return advance
+
+
+async def past_the_margin() -> None:
+    """A lapse in real time, for a use case that judges the hold in SQL at the
+    clock's time plus the real wait (the FakeClock stays where it is)."""
+    await asyncio.sleep(WAIT_SECONDS)
+
+
 @pytest.mark.parametrize("with_request_id", [False, True])
 async def test_pay_from_the_wallet_refuses_a_hold_that_lapsed_while_it_waited(
     app: App, clock: FakeClock, database_url: str, with_request_id: bool
@@ -131,15 +159,10 @@ async def test_pay_from_the_wallet_refuses_a_hold_that_lapsed_while_it_waited(
         reservation_id=reservation.reservation_id,
         request_id=str(uuid.uuid4()) if with_request_id else "",
     )
-    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
-        await blocker.execute(
-            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation.reservation_id,)
-        )
-        paying = asyncio.ensure_future(payments.pay(app.ctx, app.booking, fan, request))
-        await wait_for_lock_wait(blocker)
-        await asyncio.sleep(WAIT_SECONDS)  # the hold runs out while Pay waits
-        await blocker.rollback()
-        reason = await refused_reason(paying)
+    paying = payments.pay(app.ctx, app.booking, fan, request)
+    reason = await refused_reason(
+        while_locked(database_url, reservation.reservation_id, paying, past_the_margin)
+    )
 
     assert reason == ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     assert await wallet_rows(app, fan) == {
@@ -160,22 +183,11 @@ async def test_three_step_pay_charges_nothing_for_a_hold_that_lapsed_while_it_be
     """The begin step reads the time after the reservation's lock: no attempt, no
     charge (it used to charge, then refund at the confirmation)."""
     fan, reservation = await held_seat(app, balance=100_000)
-    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
-        await blocker.execute(
-            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation.reservation_id,)
-        )
-        paying = asyncio.ensure_future(
-            payments.pay(
-                app.ctx,
-                app.booking,
-                fan,
-                payment_pb2.PayRequest(reservation_id=reservation.reservation_id),
-            )
-        )
-        await wait_for_lock_wait(blocker)
-        clock.advance(app.ctx.settings.hold_ttl_seconds + 1)
-        await blocker.rollback()
-        reason = await refused_reason(paying)
+    request = payment_pb2.PayRequest(reservation_id=reservation.reservation_id)
+    paying = payments.pay(app.ctx, app.booking, fan, request)
+    reason = await refused_reason(
+        while_locked(database_url, reservation.reservation_id, paying, past_the_hold(app, clock))
+    )
 
     assert reason == ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     assert gateway.calls == []
@@ -274,23 +286,12 @@ async def test_cancel_of_a_hold_that_lapsed_while_it_waited_is_not_held(
     """CancelReservation reads the time after the reservation's lock: the lapsed
     hold is expired, not cancelled (it used to answer CANCELLED)."""
     fan, reservation = await held_seat(app)
-    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
-        await blocker.execute(
-            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation.reservation_id,)
+    request = reservation_pb2.CancelReservationRequest(reservation_id=reservation.reservation_id)
+    cancelling = holds.cancel_reservation(app.ctx, app.booking, fan, request)
+    with pytest.raises(FailedPrecondition) as refused:
+        await while_locked(
+            database_url, reservation.reservation_id, cancelling, past_the_hold(app, clock)
         )
-        cancelling = asyncio.ensure_future(
-            holds.cancel_reservation(
-                app.ctx,
-                app.booking,
-                fan,
-                reservation_pb2.CancelReservationRequest(reservation_id=reservation.reservation_id),
-            )
-        )
-        await wait_for_lock_wait(blocker)
-        clock.advance(app.ctx.settings.hold_ttl_seconds + 1)
-        await blocker.rollback()
-        with pytest.raises(FailedPrecondition) as refused:
-            await cancelling
 
     assert refused.value.reason == ErrorReason.ERROR_REASON_RESERVATION_NOT_HELD
     assert refused.value.metadata == {"state": "expired"}
@@ -310,17 +311,12 @@ async def test_a_module_payment_of_a_hold_that_lapsed_while_it_waited_is_refunde
     RESERVATION_NOT_HELD, nothing sold (it used to sell the lapsed hold)."""
     fan, reservation_id = await module_held_seat(app, stubs)
     request = callback(fan, reservation_id)
-    async with await psycopg.AsyncConnection.connect(database_url) as blocker:
-        await blocker.execute(
-            "SELECT 1 FROM reservations WHERE id = %s FOR UPDATE", (reservation_id,)
-        )
-        reporting = asyncio.ensure_future(
-            callbacks.ConfirmModulePayment(request, metadata=signed(app, request))
-        )
-        await wait_for_lock_wait(blocker)
-        clock.advance(app.ctx.settings.hold_ttl_seconds + 1)
-        await blocker.rollback()
-        reply = await reporting
+
+    async def reporting() -> payment_callback_pb2.ConfirmModulePaymentResponse:
+        # A coroutine: the call starts once the lock is held (a gRPC call starts when made).
+        return await callbacks.ConfirmModulePayment(request, metadata=signed(app, request))
+
+    reply = await while_locked(database_url, reservation_id, reporting(), past_the_hold(app, clock))
 
     assert (reply.outcome, reply.refund_reason) == (REFUND, "RESERVATION_NOT_HELD")
     assert await books(app, reservation_id) == {

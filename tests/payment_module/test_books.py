@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +40,7 @@ from tests.booking.helpers import make_concert
 from tests.e2e.servers import REPOSITORY
 from tests.fans import admitted_fan
 from tests.payment_module.processes import check_books as check_books_in_tests
-from tests.payment_modules import MODULE, SECRET
+from tests.payment_modules import MODULE, SECRET, running_module
 from tests.support import Stubs, error_details, free_port
 
 PRICE = 1_000
@@ -78,24 +77,15 @@ async def module(
 ) -> AsyncIterator[ModuleApp]:
     """The module reporting to the in-process server, on its FakeClock; no
     background dispatcher (the tests send callbacks with run_due)."""
-    module = await build_module_app(
-        ModuleSettings(
-            listen=f"127.0.0.1:{module_port}",
-            server_address=app.address,
-            module_id=MODULE,
-            secret_file=secrets_with_address,
-            slow_card_ms=0,
-        ),
-        database_url=module_db,
-        clock=clock,
-        rng=random.Random(5),
-        dispatch=False,
+    settings = ModuleSettings(
+        listen=f"127.0.0.1:{module_port}",
+        server_address=app.address,
+        module_id=MODULE,
+        secret_file=secrets_with_address,
+        slow_card_ms=0,
     )
-    await module.start()
-    try:
+    async with running_module(settings, module_db, clock, seed=5) as module:
         yield module
-    finally:
-        await module.stop(grace=0.5)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from server.payment_module.settings import ModuleSettings
 from tests.booking.helpers import make_concert
 from tests.fans import admitted_fan
 from tests.payment_module.processes import check_books
-from tests.payment_modules import MODULE, SECRET, secrets_file
+from tests.payment_modules import MODULE, SECRET, running_module, secrets_file
 from tests.reliability.helpers import assert_invariants
 from tests.support import Stubs, error_details, free_port
 
@@ -68,18 +68,9 @@ def module_db(create_database: Callable[[], str]) -> str:
 async def module(module_db: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[ModuleApp]:
     """The module with no server behind it (nothing listens at its server address),
     no background dispatcher: tests run dispatcher passes themselves."""
-    app = await build_module_app(
-        module_settings(tmp_path, f"127.0.0.1:{free_port()}"),
-        database_url=module_db,
-        clock=clock,
-        rng=random.Random(7),
-        dispatch=False,
-    )
-    await app.start()
-    try:
+    settings = module_settings(tmp_path, f"127.0.0.1:{free_port()}")
+    async with running_module(settings, module_db, clock) as app:
         yield app
-    finally:
-        await app.stop(grace=0.5)
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ from tests.fans import AdmittedFan, admitted_fan
 from tests.payment_modules import module_metadata
 from tests.reliability.helpers import assert_invariants, booked_world
 from tests.support import ADMIN, Stubs, bearer, error_details
+from tests.wire import varint
 
 # Modest by default (CI runs the suite twice on 2 cores); the same examples on
 # every run (derandomize) so CI never flakes. For a longer, random hunt:
@@ -60,6 +61,15 @@ EXAMPLES_PER_METHOD = int(os.environ.get("CONCERT_FUZZ_EXAMPLES", "40"))
 # request itself, so it is made per request (module_metadata).
 SIGN_AS_MODULE = (("x-payment-module", "(signed per request)"),)
 DERANDOMIZE = not os.environ.get("CONCERT_FUZZ_RANDOM")
+# Each method's examples: run against the live server, so no deadline, no
+# example database, and none of Hypothesis's health checks (they time the server).
+PER_METHOD = settings(
+    max_examples=EXAMPLES_PER_METHOD,
+    deadline=None,
+    database=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=list(HealthCheck),
+)
 
 METHODS: list[MethodDescriptor] = [method for service in SERVICES for method in service.methods]
 
@@ -278,10 +288,16 @@ async def send(
     metadata: tuple[tuple[str, str], ...] | None,
 ) -> grpc.aio.AioRpcError | None:
     call = caller(channel, method)(request, metadata=metadata, timeout=20)
+    return await _outcome(method, call)
+
+
+async def _outcome(method: MethodDescriptor, call: Any) -> grpc.aio.AioRpcError | None:
+    """The call's error, or None: a stream is read up to its first message (proof
+    it opened), then hung up."""
     try:
         if method.server_streaming:
             async for _ in call:
-                break  # the first status proves the stream opened; then hang up
+                break
             call.cancel()
         else:
             await call
@@ -299,13 +315,7 @@ async def test_arbitrary_requests_get_precise_errors_and_keep_the_invariants(
     requests = message_strategy(method.input_type, _strings(hostile.strings))
     right = st.just(hostile.right_credential(method))
 
-    @settings(
-        max_examples=EXAMPLES_PER_METHOD,
-        deadline=None,
-        database=None,
-        derandomize=DERANDOMIZE,
-        suppress_health_check=list(HealthCheck),
-    )
+    @PER_METHOD
     @given(request=requests, metadata=st.one_of(right, right, st.sampled_from(hostile.credentials)))
     def property_holds(request: Message, metadata: Any) -> None:
         if metadata is SIGN_AS_MODULE:
@@ -638,15 +648,6 @@ def _set_path(message: Message, path: tuple[FieldDescriptor, ...], value: str) -
         setattr(message, leaf.name, value)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def with_invalid_utf8(
     descriptor: Descriptor,
     fillers: list[str],
@@ -664,9 +665,9 @@ def with_invalid_utf8(
         _set_path(message, path, filler)
     _set_path(message, target, _MARK * len(bad))  # last: a oneof keeps the target
     body = message.SerializeToString()
-    needle = _varint(len(bad)) + _MARK.encode() * len(bad)
+    needle = varint(len(bad)) + _MARK.encode() * len(bad)
     assert body.count(needle) == 1, (body, needle)
-    return body.replace(needle, _varint(len(bad)) + bad)
+    return body.replace(needle, varint(len(bad)) + bad)
 
 
 # Every method that takes a string (concert.v1's and grpc.health.v1's), by its path.
@@ -681,16 +682,7 @@ async def send_raw(
     path = f"/{method.containing_service.full_name}/{method.name}"
     kind = channel.unary_stream if method.server_streaming else channel.unary_unary
     call = kind(path, request_serializer=None, response_deserializer=None)(body, timeout=20)
-    try:
-        if method.server_streaming:
-            async for _ in call:
-                break
-            call.cancel()
-        else:
-            await call
-    except grpc.aio.AioRpcError as err:
-        return err
-    return None
+    return await _outcome(method, call)
 
 
 @st.composite
@@ -716,13 +708,7 @@ def _examples_of(
 ) -> Callable[[], None]:
     """`check` run on EXAMPLES_PER_METHOD bodies of this method with invalid UTF-8."""
 
-    @settings(
-        max_examples=EXAMPLES_PER_METHOD,
-        deadline=None,
-        database=None,
-        derandomize=DERANDOMIZE,
-        suppress_health_check=list(HealthCheck),
-    )
+    @PER_METHOD
     @given(body=_invalid_utf8_bodies(method))
     def of_this_method(body: bytes) -> None:
         check(method, body)

@@ -10,7 +10,8 @@ port (CONCERT_HEALTH_LISTEN), the one the manifests' probes use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import psycopg
@@ -18,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import tests.clusters
-from server.app import LIVENESS, READINESS
+from server.app import LIVENESS, READINESS, App
 from server.clock import FakeClock
 from server.config import Settings
 from server.db.embedded import EmbeddedCluster
@@ -57,15 +58,23 @@ async def _until(target: str, service: str, status: int, seconds: float = 30) ->
     raise AssertionError(f"{service} never became {status}")
 
 
+@contextlib.asynccontextmanager
+async def _served_with_a_health_port(
+    cluster: EmbeddedCluster, settings: Settings, clock: FakeClock
+) -> AsyncIterator[tuple[App, str]]:
+    """A server on the cluster, with its plaintext health port; and that port's address."""
+    async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+        await migrate(conn)
+    async with running_app(
+        settings.replace(health_listen="127.0.0.1:0"), cluster.url, clock
+    ) as app:
+        yield app, f"127.0.0.1:{app.health_port}"
+
+
 async def test_a_database_outage_is_not_ready_but_alive_then_ready_again(
     own_cluster: EmbeddedCluster, settings: Settings, clock: FakeClock
 ) -> None:
-    async with await psycopg.AsyncConnection.connect(own_cluster.url, autocommit=True) as conn:
-        await migrate(conn)
-    async with running_app(
-        settings.replace(health_listen="127.0.0.1:0"), own_cluster.url, clock
-    ) as app:
-        health = f"127.0.0.1:{app.health_port}"
+    async with _served_with_a_health_port(own_cluster, settings, clock) as (app, health):
         assert await _status(health, LIVENESS) == SERVING
         assert await _status(health, READINESS) == SERVING
         assert await _status(health, "") == SERVING
@@ -92,12 +101,7 @@ async def test_readiness_needs_the_queues_listen_connection_too(
     """The database answers, but the queue's LISTEN connection is down (no
     admission or payment notice would reach this process): not ready, still
     live; ready again once it listens."""
-    async with await psycopg.AsyncConnection.connect(own_cluster.url, autocommit=True) as conn:
-        await migrate(conn)
-    async with running_app(
-        settings.replace(health_listen="127.0.0.1:0"), own_cluster.url, clock
-    ) as app:
-        health = f"127.0.0.1:{app.health_port}"
+    async with _served_with_a_health_port(own_cluster, settings, clock) as (app, health):
         assert await _status(health, READINESS) == SERVING
         app.queue.listening = False  # what the listener records when its connection is lost
         await _until(health, READINESS, NOT_SERVING)

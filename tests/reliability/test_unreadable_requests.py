@@ -11,7 +11,6 @@ protobuf to keep us honest.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from grpc_reflection.v1alpha import reflection_pb2
 from server.app import App
 from server.clock import FakeClock
 from server.config import Settings
-from server.payment_module.app import ModuleApp, build_module_app
+from server.payment_module.app import ModuleApp
 from server.payment_module.settings import ModuleSettings
 from server.security.request_limits import MAX_ANONYMOUS_BYTES
-from tests.payment_modules import MODULE, secrets_file
+from tests.payment_modules import MODULE, running_module, secrets_file
 from tests.support import ErrorDetails, error_details, free_port, running_app
+from tests.wire import length_delimited
 
 CHECK = "/grpc.health.v1.Health/Check"
 WATCH = "/grpc.health.v1.Health/Watch"
@@ -42,24 +42,10 @@ INVALID_UTF8 = b"\x0a\x04\xff\xfe\xfd\xfc"
 TRUNCATED = b"\x0a\x05ab"
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-# A well-formed HealthCheckRequest over the limit of the methods anyone may call.
-OVERSIZED_CHECK = _string_field(1, b"s" * (MAX_ANONYMOUS_BYTES + 1))
+OVERSIZED_CHECK = length_delimited(1, b"s" * (MAX_ANONYMOUS_BYTES + 1))
 # ServerReflectionRequest: host (1), list_services (7).
-REFLECTION_INVALID_UTF8 = _string_field(7, b"\xc0\xaf")
-REFLECTION_900_KIB = _string_field(1, b"h" * (900 * 1024)) + _string_field(7, b"*")
+REFLECTION_INVALID_UTF8 = length_delimited(7, b"\xc0\xaf")
+REFLECTION_900_KIB = length_delimited(1, b"h" * (900 * 1024)) + length_delimited(7, b"*")
 LIST_SERVICES = reflection_pb2.ServerReflectionRequest(list_services="*").SerializeToString()
 
 MALFORMED = ("INVALID_ARGUMENT", "REQUEST_MALFORMED")
@@ -172,18 +158,8 @@ async def module(
         module_id=MODULE,
         secret_file=secrets_file(tmp_path),
     )
-    module_app = await build_module_app(
-        settings,
-        database_url=create_database(),
-        clock=clock,
-        rng=random.Random(7),
-        dispatch=False,
-    )
-    await module_app.start()
-    try:
+    async with running_module(settings, create_database(), clock) as module_app:
         yield module_app
-    finally:
-        await module_app.stop(grace=0.5)
 
 
 async def test_the_payment_module_answers_unreadable_bodies_precisely(
