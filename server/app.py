@@ -98,8 +98,10 @@ MAX_PENDING_CALLS = 20_000
 # cut such clients' streams after ~30 s); the server pings a connection idle
 # for 30 s itself and drops it when no answer comes within 20 s, so a
 # half-open client's waiting stream and token are let go within about a
-# minute; a connection lives at most an hour (plus 10 minutes for its calls to
-# finish), so long-lived clients rebalance across replicas.
+# minute. A connection lives at most CONCERT_MAX_CONNECTION_AGE_SECONDS (an
+# hour, plus CONCERT_MAX_CONNECTION_AGE_GRACE_SECONDS, 10 minutes, for its
+# calls to finish: connection_options), so long-lived clients rebalance
+# across replicas.
 CONNECTION_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -109,9 +111,17 @@ CONNECTION_OPTIONS = [
     # grpc core waits for any ping's answer this long (its own default is 60 s,
     # and it outlasts keepalive_timeout: a dead client was dropped after 90 s).
     ("grpc.http2.ping_timeout_ms", 20_000),
-    ("grpc.max_connection_age_ms", 3_600_000),
-    ("grpc.max_connection_age_grace_ms", 600_000),
 ]
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """CONNECTION_OPTIONS and the connection age the settings give."""
+    return [
+        *CONNECTION_OPTIONS,
+        ("grpc.max_connection_age_ms", settings.max_connection_age_seconds * 1000),
+        ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_seconds * 1000),
+    ]
+
 
 # Every concert.v1 service, as protobuf descriptors (reflection, health, tests).
 SERVICES = tuple(
@@ -280,7 +290,7 @@ async def build_app(
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS * 3 // 2),
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-                *CONNECTION_OPTIONS,
+                *connection_options(settings),
             ],
         )
         api.register_all(server, ctx, features)

@@ -45,6 +45,10 @@ class Settings:
     statement_timeout_ms: int = 5000
     lock_timeout_ms: int = 2000
     shutdown_grace_seconds: float = 10.0
+    # A connection's lifetime, then its calls' time to finish (server/app.py
+    # connection_options): long-lived clients reconnect, and so rebalance.
+    max_connection_age_seconds: int = 3600
+    max_connection_age_grace_seconds: int = 600
     seed_demo: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
@@ -223,6 +227,14 @@ _SPECS = (
     Spec("CONCERT_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _integer(100, 600_000)),
     Spec("CONCERT_LOCK_TIMEOUT_MS", "lock_timeout_ms", _integer(10, 600_000)),
     Spec("CONCERT_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _seconds),
+    Spec(
+        "CONCERT_MAX_CONNECTION_AGE_SECONDS", "max_connection_age_seconds", _integer(1, 7 * 86400)
+    ),
+    Spec(
+        "CONCERT_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        "max_connection_age_grace_seconds",
+        _integer(0, 86400),
+    ),
     Spec("CONCERT_SEED_DEMO", "seed_demo", _boolean),
     Spec("CONCERT_LOG_LEVEL", "log_level", _log_level),
     Spec("CONCERT_LOG_FORMAT", "log_format", _log_format),

@@ -124,11 +124,46 @@ async def test_a_client_pinging_every_ten_seconds_keeps_its_waiting_stream(
         stream.cancel()
 
 
-# HTTP/2's connection preface and an empty SETTINGS frame, and a SETTINGS ACK
-# (RFC 9113 §3.4, §6.5); frame types SETTINGS and PING (§6.5, §6.7).
+# HTTP/2's connection preface and an empty SETTINGS frame, a SETTINGS ACK, and
+# the frame types read here (RFC 9113 §3.4, §6.5, §6.7, §6.8).
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
-_SETTINGS, _PING = 4, 6
+_SETTINGS, _PING, _GOAWAY = 4, 6, 7
+
+
+async def _idle_connection(
+    address: str, *, answer_pings: bool
+) -> tuple[list[tuple[float, int]], float]:
+    """A raw HTTP/2 client that opens a connection, acknowledges the server's
+    settings, makes no call and (if told to) answers pings, until the server
+    closes it: the frames it got (seconds after opening, type), and when it closed."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(_PREFACE)
+    await writer.drain()
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    received, frames = b"", []
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout=120):
+            received += chunk
+            while len(received) >= 9:  # whole frames: 9-byte header, then the payload
+                length = int.from_bytes(received[:3], "big")
+                if len(received) < 9 + length:
+                    break
+                kind, flags, payload = received[3], received[4], received[9 : 9 + length]
+                received = received[9 + length :]
+                frames.append((loop.time() - opened, kind))
+                if kind == _SETTINGS and not flags & 1:
+                    writer.write(_SETTINGS_ACK)
+                elif kind == _PING and not flags & 1 and answer_pings:
+                    writer.write(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+                await writer.drain()
+    except ConnectionResetError:
+        pass  # closed, the abrupt way
+    finally:
+        writer.close()
+    return frames, loop.time() - opened
 
 
 @pytest.mark.slow
@@ -138,33 +173,26 @@ async def test_a_dead_client_is_dropped_within_about_a_minute(app: App) -> None:
     client or a vanished phone) is pinged once the connection has been idle 30 s
     and dropped 20 s without an answer later, instead of holding its connection
     (and so its streams) until TCP notices."""
-    host, _, port = app.address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(_PREFACE)
-    await writer.drain()
-    loop = asyncio.get_running_loop()
-    opened = loop.time()
-    received, frames, pinged_at = b"", [], None
-    try:
-        while chunk := await asyncio.wait_for(reader.read(65536), timeout=120):
-            received += chunk
-            while len(received) >= 9:  # whole frames: 9-byte header, then the payload
-                length = int.from_bytes(received[:3], "big")
-                if len(received) < 9 + length:
-                    break
-                kind, flags = received[3], received[4]
-                received = received[9 + length :]
-                frames.append(kind)
-                if kind == _SETTINGS and not flags & 1:
-                    writer.write(_SETTINGS_ACK)  # settings acknowledged: only pings go unanswered
-                    await writer.drain()
-                if kind == _PING and not flags & 1 and pinged_at is None:
-                    pinged_at = loop.time() - opened
-    except ConnectionResetError:
-        pass  # dropped, the abrupt way
-    finally:
-        writer.close()
-    dropped_after = loop.time() - opened
-    assert pinged_at is not None, f"never pinged; frames {frames}"
+    frames, dropped_after = await _idle_connection(app.address, answer_pings=False)
+    pings = [at for at, kind in frames if kind == _PING]
+    assert pings, f"never pinged; frames {frames}"
     # The first ping after 30 s idle; the drop within about a minute of going silent.
-    assert 29 <= pinged_at <= dropped_after <= 75, (pinged_at, dropped_after)
+    assert 29 <= pings[0] <= dropped_after <= 75, (pings[0], dropped_after)
+
+
+async def test_a_connection_is_told_to_go_at_its_maximum_age(
+    settings: Settings, database_url: str, clock: FakeClock
+) -> None:
+    """A connection lives CONCERT_MAX_CONNECTION_AGE_SECONDS (here 2 s; an hour by
+    default): then the server sends GOAWAY, so the client reconnects (and may
+    reach another replica), and closes it after the grace for its calls."""
+    aged = settings.replace(max_connection_age_seconds=2, max_connection_age_grace_seconds=1)
+    async with running_app(aged, database_url, clock) as app:
+        frames, closed_after = await _idle_connection(app.address, answer_pings=True)
+    goaways = [at for at, kind in frames if kind == _GOAWAY]
+    assert goaways, f"no GOAWAY; frames {frames}"
+    # The age, give or take grpc's 10 % jitter; closed after the grace, not long after.
+    assert 1.7 <= goaways[0] <= 2.5 and goaways[0] <= closed_after <= goaways[0] + 5, (
+        goaways,
+        closed_after,
+    )
