@@ -237,16 +237,15 @@ class QueueRuntime:
             await store.ensure_queue_state(
                 conn, self._settings.admission_capacity, self._clock.now()
             )
-            # Tokens paid before this process started are refused from its first call.
-            for token_id, expires_at in await store.completed_unexpired(conn, self._clock.now()):
-                self._completed[token_id] = expires_at
         self._tasks = [
             asyncio.create_task(self._listen(), name="queue-listen"),
             asyncio.create_task(self._keep_watchers_present(), name="queue-presence"),
             asyncio.create_task(self._pulse_watchers(), name="queue-watch-pulse"),
         ]
         await self.refresh()
-        # Wait (briefly) until LISTEN is in place, so no change after start is missed.
+        # Wait (briefly) until LISTEN is in place and what came before it is read
+        # (the tokens paid before this process started among it), so no change
+        # is missed and a paid token is refused from the first call.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), 10.0)
 
@@ -267,11 +266,12 @@ class QueueRuntime:
                 conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {store.CHANNEL}")
+                    # Changes made before LISTEN took effect, the payments' among
+                    # them: before this process started, or while this connection
+                    # was down (a NOTIFY sent then is lost).
+                    await self._reread(conn, completed=True)
                     self._listening.set()
                     self.listening = True
-                    # Changes made before LISTEN took effect, the payments' among
-                    # them: a NOTIFY sent while this connection was down is lost.
-                    await self._reread(conn, completed=True)
                     loop = asyncio.get_running_loop()
                     reread_at = loop.time() + SAFETY_REREAD_SECONDS
                     while True:
