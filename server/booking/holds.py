@@ -53,7 +53,7 @@ RESERVATION_COLUMNS = """
 
 def hold_state(state: str, expires_at: datetime, now: datetime) -> str:
     """A reservation's state as the fan sees it (RESERVATION_COLUMNS says the same in
-    SQL, and HELD_RESERVATION_GUARD for a statement that needs it held)."""
+    SQL, and held_reservation_guard for a statement that needs it held)."""
     return "expired" if state == "held" and expires_at <= now else state
 
 
@@ -74,9 +74,6 @@ def held_reservation_guard(at: str = "%(now)s") -> str:
     """hold_state(...) == "held" as an SQL condition on reservations `r`, at the
     time `at` (an SQL expression: %(now)s, or NOW_AFTER_LOCKS)."""
     return f"r.state = 'held' AND r.expires_at > {at}"
-
-
-HELD_RESERVATION_GUARD = held_reservation_guard()
 
 
 def reservation_message(row: Any) -> reservation_pb2.Reservation:

@@ -1,6 +1,6 @@
 """The SQL guards that let a write go out before Python has seen the rows it
 checks (ReserveSeat and Pay in one message) say exactly what the Python rules
-say: LIVE_TOKEN_GUARD what insist_live accepts, HELD_RESERVATION_GUARD what
+say: LIVE_TOKEN_GUARD what insist_live accepts, held_reservation_guard() what
 hold_state calls held. A guard laxer than its rule would commit a hold or a sale
 that the caller is then told was refused."""
 
@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from server.app import App
-from server.booking.holds import HELD_RESERVATION_GUARD, hold_state
+from server.booking.holds import held_reservation_guard, hold_state
 from server.errors import ServiceError
 from server.fan import Fan
 from server.queue.completion import LIVE_TOKEN_GUARD, insist_live, live_token_params
@@ -80,7 +80,7 @@ async def test_the_held_reservation_guard_agrees_with_hold_state(
     now = app.ctx.clock.now()
     async with app.ctx.pool.connection() as conn:
         cursor = await conn.execute(
-            f"SELECT {HELD_RESERVATION_GUARD} FROM (VALUES (%(state)s, %(expires)s::timestamptz))"
+            f"SELECT {held_reservation_guard()} FROM (VALUES (%(state)s, %(expires)s::timestamptz))"
             " AS r(state, expires_at)",
             {"state": state, "expires": now + expiry, "now": now},
         )
