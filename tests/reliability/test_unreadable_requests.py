@@ -37,7 +37,7 @@ REFLECTION = (
 
 # Field 1, length-delimited, not UTF-8 (HealthCheckRequest.service,
 # TopUpRequest.account_id, PayReservationRequest.request_id).
-INVALID_UTF8 = b"\x0a\x04\xff\xfe\xfd\xfc"
+INVALID_UTF8 = length_delimited(1, b"\xff\xfe\xfd\xfc")
 # Field 1 announces 5 bytes and 2 follow.
 TRUNCATED = b"\x0a\x05ab"
 
