@@ -30,8 +30,10 @@ from concert.v1 import (
     wallet_pb2,
 )
 from server import api
+from server.accounts.install import install_accounts
 from server.accounts.passwords import PasswordHasher
 from server.accounts.runtime import AccountRuntime
+from server.accounts.throttle import SignInThrottle
 from server.admin_auth import AdminKeyLayer
 from server.api.features import Features
 from server.background import cancel_and_wait
@@ -279,6 +281,7 @@ async def build_app(
             ctx.metrics.watch_pool(replica_pool, "concert-read")
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
         features = _build_features(ctx)
+        install_accounts(ctx, features.accounts)
         install_queue(ctx, features.queue)
         install_booking(ctx, features.booking)
         _install_idempotency_pruning(ctx)
@@ -395,7 +398,7 @@ def _build_features(ctx: ServiceContext) -> Features:
     # processes on one machine, each sized for all of them would run N times
     # as many hashes as there are cores, each N times slower.
     hasher = PasswordHasher(settings.password_hash_cost, workers=cpus_per_process(settings.workers))
-    accounts = AccountRuntime(hasher, signer=ctx.signer)
+    accounts = AccountRuntime(hasher, SignInThrottle(ctx.pool, ctx.clock), signer=ctx.signer)
     queue = QueueRuntime(settings, ctx.pool, ctx.clock)
     booking = BookingRuntime(
         gateway=WalletGateway(ctx.pool, ctx.clock),
@@ -403,11 +406,6 @@ def _build_features(ctx: ServiceContext) -> Features:
         token_completed=queue.completed_here,
         module_secrets=_module_secrets(settings),
     )
-
-    async def close_hasher() -> None:
-        accounts.hasher.close()
-
-    ctx.on_stop.append(close_hasher)
     return Features(accounts=accounts, queue=queue, booking=booking)
 
 

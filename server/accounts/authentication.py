@@ -72,7 +72,7 @@ async def authenticate_password(
             held.close()
             lane = held.enter_context(hasher.place())
         proven = found is not None and found[0] == claimed
-        reservation = throttle.reserve(email, client_address, clock.now(), proven=proven)
+        reservation = await throttle.reserve(email, client_address, clock.now(), proven=proven)
         if not isinstance(reservation, Reservation):
             raise ResourceExhausted(
                 ErrorReason.ERROR_REASON_TOO_MANY_ATTEMPTS,
@@ -82,11 +82,11 @@ async def authenticate_password(
         try:
             ok = await hasher.verify_in_place(lane, password, found[1] if found else None)
         except BaseException:  # not evaluated (a cancel, the executor gone): no failure
-            throttle.release(reservation)
+            await throttle.release(reservation)
             raise
     if not ok or found is None:
         raise Unauthenticated(ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
-    throttle.succeeded(reservation)
+    await throttle.succeeded(reservation)
     return found[0]
 
 

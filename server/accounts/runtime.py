@@ -1,8 +1,9 @@
-"""What the account use cases share within one process: the hasher and the throttle."""
+"""What the account use cases share: this process's hasher, and the sign-in budgets
+(kept in the database, shared by every process)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from server.accounts.passwords import PasswordHasher
 from server.accounts.throttle import SignInThrottle
@@ -12,6 +13,6 @@ from server.signing import Signer
 @dataclass
 class AccountRuntime:
     hasher: PasswordHasher
-    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    throttle: SignInThrottle
     # Verifies the past sessions that give a sign-in a proven place (set at wiring).
     signer: Signer | None = None

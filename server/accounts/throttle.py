@@ -1,6 +1,7 @@
-"""Sign-in throttling: budgets of password attempts, reserved before the hash.
+"""Sign-in throttling: budgets of password attempts, reserved before the hash,
+shared by every server process through PostgreSQL.
 
-Three budgets, each a count of failed attempts within FAILURE_WINDOW:
+Three budgets, each a count of attempts within FAILURE_WINDOW:
 
 - per (email, client address), small: a guesser at one address gets a few tries
   at one account;
@@ -18,89 +19,97 @@ email's budget, not a past sign-in (docs/reliability.md).
 An IPv6 client is budgeted by its /64: one host usually holds a whole /64, so
 per-address budgets would otherwise give it 2^64 fresh addresses.
 
-An attempt is reserved in every budget before its password is hashed, in one
-synchronous step on the event loop (atomic within the process): a burst of N
-concurrent guesses evaluates at most the budget's worth of hashes, not N. A
-success releases its reservation and clears its (email, address) failures; a
-failure keeps it. Budgets are per process.
+An attempt is a row of sign_in_attempts, reserved before its password is
+hashed in one transaction that takes the email's and the address's advisory
+locks, counts the three budgets and inserts the row only if all have room. So
+a burst of N concurrent guesses evaluates at most the budget's worth of
+hashes, not N, however many processes and replicas it is spread over (the
+budgets were per process: with the manifests' 3 replicas, and more as the
+autoscaler adds them under attack, a guesser got 3 x the budget and more). A
+failure keeps its row; a success deletes it and its (email, address) pair's
+failures (a fan's typos before the right password stop counting anywhere); an
+attempt never evaluated (the call cancelled) deletes it.
 
-Memory is bounded per budget (MAX_KEYS): past it, the least recently touched
-key is dropped, one at a time, never everything at once.
+Only calls that hold a hashing place reach the budgets, so their writes are
+bounded by the hashing rate (tens a second per core), not by a storm's call
+rate; the `sign_in_attempts.prune` job deletes rows once they are out of the
+window, so the table holds at most a window's worth of hashed attempts. Nothing
+is forgotten early: a budget lasts its whole window whatever else is stored.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict, deque
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from server.clock import Clock
+from server.db.unit_of_work import ADVISORY_LOCK, Lock, LockKind, Statement, unit_of_work
+
+log = logging.getLogger(__name__)
 
 FAILURE_WINDOW = timedelta(minutes=5)
 PAIR_LIMIT = 5
 ADDRESS_LIMIT = 20
 EMAIL_LIMIT = 100
-MAX_KEYS = 100_000
 
-
-class _Budget:
-    """Recent attempts per key, at most `limit` each, for at most `max_keys` keys (LRU)."""
-
-    def __init__(self, limit: int, max_keys: int) -> None:
-        self.limit = limit
-        self._max_keys = max_keys
-        self._attempts: OrderedDict[str, deque[datetime]] = OrderedDict()
-
-    def wait(self, key: str, now: datetime) -> float | None:
-        """Seconds until this key has room again; None if it has room now."""
-        attempts = self._attempts.get(key)
-        if attempts is None:
-            return None
-        self._attempts.move_to_end(key)  # an active key is the last to be forgotten
-        while attempts and attempts[0] <= now - FAILURE_WINDOW:
-            attempts.popleft()
-        if len(attempts) < self.limit:
-            return None
-        return max((attempts[0] + FAILURE_WINDOW - now).total_seconds(), 0.001)
-
-    def add(self, key: str, now: datetime) -> None:
-        attempts = self._attempts.get(key)
-        if attempts is None:
-            attempts = self._attempts[key] = deque(maxlen=self.limit)
-            while len(self._attempts) > self._max_keys:
-                self._attempts.popitem(last=False)
-        else:
-            self._attempts.move_to_end(key)
-        attempts.append(now)
-
-    def remove(self, key: str, when: datetime) -> None:
-        attempts = self._attempts.get(key)
-        if attempts is not None and when in attempts:
-            attempts.remove(when)
-
-    def clear(self, key: str) -> None:
-        self._attempts.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._attempts)
+PRUNE_JOB = "sign_in_attempts.prune"
+# Rows per DELETE (each its own short transaction) and batches per run, as the
+# idempotency records' pruning: at most a window of hashed attempts is stored.
+_PRUNE_BATCH = 10_000
+_PRUNE_MAX_BATCHES = 50
 
 
 @dataclass(frozen=True)
 class Reservation:
     """One attempt, counted in its budgets until settled."""
 
+    id: int
     email: str
     address: str  # the budget's key: the address, or an IPv6 address's /64
     at: datetime
     email_counted: bool = True
 
 
-class SignInThrottle:
-    def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._pairs = _Budget(PAIR_LIMIT, max_keys)
-        self._addresses = _Budget(ADDRESS_LIMIT, max_keys)
-        self._emails = _Budget(EMAIL_LIMIT, max_keys)
+# Counts the budgets and inserts the attempt only if every one has room; returns
+# the new row's id (NULL if refused) and when the last spent budget has room
+# again. A budget's subquery finds the attempt whose leaving the window gives it
+# room again (its limit-th newest within the window), NULL while it has room.
+_RESERVE = """
+WITH spent AS (
+    SELECT
+        (SELECT attempted_at FROM sign_in_attempts
+          WHERE address = %(address)s AND email = %(email)s AND attempted_at > %(since)s
+          ORDER BY attempted_at DESC OFFSET %(pair_limit)s - 1 LIMIT 1) AS pair,
+        (SELECT attempted_at FROM sign_in_attempts
+          WHERE address = %(address)s AND attempted_at > %(since)s
+          ORDER BY attempted_at DESC OFFSET %(address_limit)s - 1 LIMIT 1) AS address,
+        CASE WHEN %(email_counted)s THEN
+        (SELECT attempted_at FROM sign_in_attempts
+          WHERE email = %(email)s AND email_counted AND attempted_at > %(since)s
+          ORDER BY attempted_at DESC OFFSET %(email_limit)s - 1 LIMIT 1) END AS email
+), added AS (
+    INSERT INTO sign_in_attempts (email, address, email_counted, attempted_at)
+    SELECT %(email)s, %(address)s, %(email_counted)s, %(now)s FROM spent
+     WHERE pair IS NULL AND address IS NULL AND email IS NULL
+    RETURNING id
+)
+SELECT (SELECT id FROM added), GREATEST(pair, address, email) FROM spent
+"""
 
-    def reserve(
+
+class SignInThrottle:
+    """The three budgets, in the database every process shares."""
+
+    def __init__(self, pool: AsyncConnectionPool, clock: Clock) -> None:
+        self._pool = pool
+        self._clock = clock
+
+    async def reserve(
         self, email: str, address: str, now: datetime, *, proven: bool = False
     ) -> Reservation | float:
         """Count an attempt now, or the seconds to wait when a budget is spent.
@@ -109,38 +118,65 @@ class SignInThrottle:
         budget (which a distributed attack can spend) neither stops nor counts it.
         """
         address = budget_address(address)
-        waits = [
-            self._pairs.wait(_pair(email, address), now),
-            self._addresses.wait(address, now),
-            None if proven else self._emails.wait(email, now),
-        ]
-        spent = [w for w in waits if w is not None]
-        if spent:
-            return max(spent)
-        self._pairs.add(_pair(email, address), now)
-        self._addresses.add(address, now)
-        if not proven:
-            self._emails.add(email, now)
-        return Reservation(email, address, now, email_counted=not proven)
+        params = {
+            "pair_limit": PAIR_LIMIT,
+            "address_limit": ADDRESS_LIMIT,
+            "email_limit": EMAIL_LIMIT,
+            "email": email,
+            "address": address,
+            "email_counted": not proven,
+            "now": now,
+            "since": now - FAILURE_WINDOW,
+        }
+        # The email's lock, then the address's (LockKind's order): every attempt
+        # that shares a budget with this one waits here, so the counts it reads
+        # are those of every attempt reserved before it, in any process.
+        locks = [Lock.of(LockKind.SIGN_IN_EMAIL, email), Lock.of(LockKind.SIGN_IN_ADDRESS, address)]
+        async with unit_of_work(self._pool, self._clock) as unit:
+            # One round trip: the locks, then the count and insert (its own
+            # snapshot, taken once the locks are held), and COMMIT.
+            *_, [(reserved_id, spent_until)] = await unit.send(
+                *(Statement(ADVISORY_LOCK, lock.advisory_key(), (lock,)) for lock in locks),
+                Statement(_RESERVE, params),
+                commit=True,
+            )
+        if reserved_id is None:
+            return max((spent_until + FAILURE_WINDOW - now).total_seconds(), 0.001)
+        return Reservation(reserved_id, email, address, now, email_counted=not proven)
 
-    def succeeded(self, reservation: Reservation) -> None:
+    async def succeeded(self, reservation: Reservation) -> None:
         """The password was right: the attempt is not a failure, the pair starts afresh."""
-        self._pairs.clear(_pair(reservation.email, reservation.address))
-        self.release(reservation)
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM sign_in_attempts WHERE id = %s OR (address = %s AND email = %s)",
+                (reservation.id, reservation.address, reservation.email),
+            )
 
-    def release(self, reservation: Reservation) -> None:
-        """The attempt was never evaluated (the hasher was busy): it costs nothing."""
-        self._pairs.remove(_pair(reservation.email, reservation.address), reservation.at)
-        self._addresses.remove(reservation.address, reservation.at)
-        if reservation.email_counted:
-            self._emails.remove(reservation.email, reservation.at)
+    async def release(self, reservation: Reservation) -> None:
+        """The attempt was never evaluated (the call cancelled, the hasher gone): it
+        costs nothing. If the database cannot be reached, it counts as a failure
+        until it leaves the window (the safe side)."""
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute("DELETE FROM sign_in_attempts WHERE id = %s", (reservation.id,))
+        except Exception:  # the caller's own error is the one to answer
+            log.warning("an unevaluated sign-in attempt could not be released", exc_info=True)
 
-    def tracked_keys(self) -> int:
-        return len(self._pairs) + len(self._addresses) + len(self._emails)
 
-
-def _pair(email: str, address: str) -> str:
-    return f"{address} {email}"
+async def prune_attempts(conn: AsyncConnection, now: datetime) -> int:
+    """Delete attempts out of every budget's window, in bounded batches (autocommit),
+    until a batch comes back short or the run has done _PRUNE_MAX_BATCHES."""
+    pruned = 0
+    for _ in range(_PRUNE_MAX_BATCHES):
+        cursor = await conn.execute(
+            "DELETE FROM sign_in_attempts WHERE id = ANY(ARRAY("
+            "  SELECT id FROM sign_in_attempts WHERE attempted_at <= %s LIMIT %s))",
+            (now - FAILURE_WINDOW, _PRUNE_BATCH),
+        )
+        pruned += cursor.rowcount
+        if cursor.rowcount < _PRUNE_BATCH:
+            break
+    return pruned
 
 
 def budget_address(address: str) -> str:

@@ -33,6 +33,10 @@ class LockNamespace(IntEnum):
     # one; two holds of one fan on different seats take turns here, so both
     # cannot count under the cap (transaction lock).
     HOLD_CAP = 20
+    # A sign-in budget's count-then-add: one email's attempts, and one client
+    # address's, take turns (transaction locks; server/accounts/throttle.py).
+    SIGN_IN_EMAIL = 30
+    SIGN_IN_ADDRESS = 31
 
 
 def lock_id(name: str) -> int:

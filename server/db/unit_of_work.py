@@ -102,6 +102,10 @@ class LockKind(IntEnum):
     QUEUE_STATE = 110
     # The signing keys' creation on first start (advisory SECRETS, one key).
     SECRETS = 120
+    # An email's sign-in budget, then an address's (advisory; server/accounts/
+    # throttle.py): a password attempt's count-then-add, in a transaction of its own.
+    SIGN_IN_EMAIL = 130
+    SIGN_IN_ADDRESS = 140
 
 
 @dataclass(frozen=True, order=True)
@@ -139,7 +143,11 @@ _ADVISORY = {
     LockKind.ADMISSION: LockNamespace.ADMISSION,
     LockKind.HOLD_CAP: LockNamespace.HOLD_CAP,
     LockKind.SECRETS: LockNamespace.SECRETS,
+    LockKind.SIGN_IN_EMAIL: LockNamespace.SIGN_IN_EMAIL,
+    LockKind.SIGN_IN_ADDRESS: LockNamespace.SIGN_IN_ADDRESS,
 }
+# Takes an advisory lock until the transaction ends; its parameters: Lock.advisory_key().
+ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
 
 class LockOrderError(AssertionError):
@@ -317,12 +325,9 @@ class UnitOfWork:
         return cursors
 
     async def lock(self, *locks: Lock) -> None:
-        """Take advisory locks (kinds QUEUE_FAN, ADMISSION, HOLD_CAP, SECRETS) until the end."""
+        """Take advisory locks (the kinds in _ADVISORY) until the end."""
         await self.send(
-            *(
-                Statement("SELECT pg_advisory_xact_lock(%s, %s)", lock.advisory_key(), (lock,))
-                for lock in sorted(set(locks))
-            )
+            *(Statement(ADVISORY_LOCK, lock.advisory_key(), (lock,)) for lock in sorted(set(locks)))
         )
 
     async def replay(self, record: RequestRecord[ResponseT]) -> ResponseT | None:

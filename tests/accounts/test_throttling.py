@@ -5,7 +5,9 @@
 - The attacker's failures do not lock the fan out: the fan's own address has
   its own budget (the address comes from x-forwarded-for only through a trusted
   proxy).
-- The limiter's memory is bounded without a reset of everything.
+- The budgets are shared by every server process through the database (a burst
+  spread over replicas evaluates the budget once), and their table is pruned
+  as attempts leave the window, never emptied at once.
 - Beyond the hashing threads and their bounded waiting line, a password call is
   refused at once with RESOURCE_EXHAUSTED and RetryInfo.
 - A caller who proves a past sign-in hashes in a lane of its own, which the
@@ -42,13 +44,15 @@ from server.accounts.passwords import (
     PasswordHasher,
 )
 from server.accounts.throttle import (
+    ADDRESS_LIMIT,
     EMAIL_LIMIT,
     FAILURE_WINDOW,
     PAIR_LIMIT,
-    SignInThrottle,
+    PRUNE_JOB,
     budget_address,
 )
 from server.app import App, build_app
+from server.clock import FakeClock
 from server.client_address import client_address, parse_networks
 from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
@@ -120,50 +124,84 @@ async def test_x_forwarded_for_counts_only_behind_a_trusted_proxy() -> None:
     )
 
 
-def test_the_budgets_are_per_pair_per_address_and_per_email() -> None:
-    throttle = SignInThrottle()
-    now = datetime(2026, 12, 1, tzinfo=UTC)
+async def test_the_budgets_are_per_pair_per_address_and_per_email(app: App) -> None:
+    throttle = app.accounts.throttle
+    now = app.ctx.clock.now()
     email = "fan@example.com"
     # A distributed attack: many addresses, a few guesses each, reach the email's budget.
     addresses = [f"192.0.2.{i}" for i in range(EMAIL_LIMIT // PAIR_LIMIT)]
     for address in addresses:
         for _ in range(PAIR_LIMIT):
-            assert not isinstance(throttle.reserve(email, address, now), float)
-    assert isinstance(throttle.reserve(email, FAN, now), float)
+            assert not isinstance(await throttle.reserve(email, address, now), float)
+        # The pair's budget is spent before the address's.
+        assert isinstance(await throttle.reserve(email, address, now), float)
+    assert isinstance(await throttle.reserve(email, FAN, now), float)
     # Another email is untouched; the window passes and the email has room again.
-    assert not isinstance(throttle.reserve("other@example.com", FAN, now), float)
+    assert not isinstance(await throttle.reserve("other@example.com", FAN, now), float)
     later = now + FAILURE_WINDOW + timedelta(seconds=1)
-    assert not isinstance(throttle.reserve(email, FAN, later), float)
+    assert not isinstance(await throttle.reserve(email, FAN, later), float)
 
 
-def test_a_proven_sign_in_is_not_stopped_by_a_spent_email_budget() -> None:
-    throttle = SignInThrottle()
-    now = datetime(2026, 12, 1, tzinfo=UTC)
+async def test_an_address_spraying_emails_is_stopped_by_its_own_budget(app: App) -> None:
+    throttle = app.accounts.throttle
+    now = app.ctx.clock.now()
+    results = [
+        await throttle.reserve(f"fan-{i}@example.com", ATTACKER, now + timedelta(seconds=i))
+        for i in range(ADDRESS_LIMIT + 1)
+    ]
+    assert [isinstance(r, float) for r in results] == [False] * ADDRESS_LIMIT + [True]
+    # It waits until its oldest attempt in the window leaves it.
+    wait = results[-1]
+    assert isinstance(wait, float)
+    assert wait == pytest.approx(
+        (FAILURE_WINDOW - timedelta(seconds=ADDRESS_LIMIT)).total_seconds()
+    )
+
+
+async def test_a_proven_sign_in_is_not_stopped_by_a_spent_email_budget(app: App) -> None:
+    throttle = app.accounts.throttle
+    now = app.ctx.clock.now()
     email = "fan@example.com"
     for i in range(EMAIL_LIMIT // PAIR_LIMIT):
         for _ in range(PAIR_LIMIT):
-            assert not isinstance(throttle.reserve(email, f"192.0.2.{i}", now), float)
-    assert isinstance(throttle.reserve(email, FAN, now), float)  # the email's budget is spent
+            assert not isinstance(await throttle.reserve(email, f"192.0.2.{i}", now), float)
+    assert isinstance(await throttle.reserve(email, FAN, now), float)  # the email's budget is spent
     # Showing a past session of the account: only the fan's own budgets count...
     for _ in range(PAIR_LIMIT):
-        reservation = throttle.reserve(email, FAN, now, proven=True)
+        reservation = await throttle.reserve(email, FAN, now, proven=True)
         assert not isinstance(reservation, float)
         assert not reservation.email_counted
     # ...so a stolen old session still gets only PAIR_LIMIT guesses from one address.
-    assert isinstance(throttle.reserve(email, FAN, now, proven=True), float)
+    assert isinstance(await throttle.reserve(email, FAN, now, proven=True), float)
 
 
-def test_an_ipv6_host_is_budgeted_by_its_slash_64() -> None:
-    throttle = SignInThrottle()
-    now = datetime(2026, 12, 1, tzinfo=UTC)
+async def test_an_ipv6_host_is_budgeted_by_its_slash_64(app: App) -> None:
+    throttle = app.accounts.throttle
+    now = app.ctx.clock.now()
     same_host = [f"2001:db8:1:2::{i:x}" for i in range(1, PAIR_LIMIT + 2)]
-    results = [throttle.reserve("fan@example.com", a, now) for a in same_host]
+    results = [await throttle.reserve("fan@example.com", a, now) for a in same_host]
     assert [isinstance(r, float) for r in results] == [False] * PAIR_LIMIT + [True]
     # Another /64 has its own budget; an IPv4 address (plain or mapped) is its own key.
-    assert not isinstance(throttle.reserve("fan@example.com", "2001:db8:1:3::1", now), float)
+    assert not isinstance(await throttle.reserve("fan@example.com", "2001:db8:1:3::1", now), float)
     assert budget_address("::ffff:192.0.2.1") == budget_address("192.0.2.1") == "192.0.2.1"
     assert budget_address("2001:db8:1:2::9") == "2001:db8:1:2::/64"
     assert budget_address("unix:/tmp/socket") == "unix:/tmp/socket"
+
+
+async def test_concurrent_reservations_over_many_connections_take_only_the_budget(
+    app: App,
+) -> None:
+    """The count-then-add is one locked step in the database: 60 reservations racing
+    over the pool's connections get exactly the pair's budget, and those refused
+    leave no row."""
+    now = app.ctx.clock.now()
+    results = await asyncio.gather(
+        *(app.accounts.throttle.reserve("fan@example.com", ATTACKER, now) for _ in range(60))
+    )
+    assert sum(not isinstance(r, float) for r in results) == PAIR_LIMIT
+    async with app.ctx.pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM sign_in_attempts")
+        assert await cursor.fetchone() == (PAIR_LIMIT,)
 
 
 async def test_a_fan_showing_a_past_session_signs_in_while_a_botnet_spends_the_email_budget(
@@ -203,19 +241,81 @@ async def test_a_fan_showing_a_past_session_signs_in_while_a_botnet_spends_the_e
         raise AssertionError("another account's session got past the email's budget")
 
 
-def test_the_limiter_forgets_the_least_recent_keys_one_by_one() -> None:
-    throttle = SignInThrottle(max_keys=100)
-    now = datetime(2026, 12, 1, tzinfo=UTC)
-    for _ in range(PAIR_LIMIT):
-        throttle.reserve("watched@example.com", ATTACKER, now)
-    # A flood of other emails from other addresses, while the attack goes on: the
-    # attacker is refused at every try (a limiter that wiped its keys when full
-    # would let it in again right after each wipe)...
-    for i in range(1_000):
-        throttle.reserve(f"junk-{i}@example.com", f"192.0.2.{i % 250}", now)
-        assert isinstance(throttle.reserve("watched@example.com", ATTACKER, now), float), i
-    # ...and the flood costs exactly the bound: each budget full, none emptied at once.
-    assert throttle.tracked_keys() == 3 * 100
+async def test_the_budgets_hold_across_server_processes(
+    app: App, stubs: Stubs, settings: Settings, clock: FakeClock, database_url: str
+) -> None:
+    """A burst spread over two servers on one database (two replicas behind a
+    balancer) evaluates the pair's budget once in all, not once per server: the
+    budgets were per process, so each replica gave a guesser a budget of its own."""
+    fan = await new_fan(stubs)
+    other = await build_app(settings, database_url=database_url, clock=clock, start_jobs=False)
+    await other.start()
+    hashes = 0
+
+    def count_hashes(application: App) -> None:
+        verify = application.accounts.hasher.verify_in_place
+
+        async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
+            nonlocal hashes
+            hashes += 1
+            return await verify(lane, password, stored)
+
+        application.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
+
+    count_hashes(app)
+    count_hashes(other)
+    try:
+        async with grpc.aio.insecure_channel(other.address) as channel:
+            replica = Stubs.on(channel)
+            guesses = await asyncio.gather(
+                *(
+                    _sign_in(s, fan.email, f"wrong password {i}", ATTACKER)
+                    for i in range(30)
+                    for s in (stubs, replica)
+                )
+            )
+            assert hashes == PAIR_LIMIT
+            assert guesses.count("INVALID_CREDENTIALS") == PAIR_LIMIT
+            # Either replica refuses the attacker's address now, and lets the fan's in.
+            for door in (stubs, replica):
+                assert await _sign_in(door, fan.email, fan.password, ATTACKER) == (
+                    "TOO_MANY_ATTEMPTS"
+                )
+            assert await _sign_in(replica, fan.email, fan.password, FAN) is None
+    finally:
+        await other.stop(grace=0.5)
+
+
+async def test_a_success_clears_the_pairs_failures_and_the_job_prunes_the_window(
+    app: App, stubs: Stubs, clock: FakeClock
+) -> None:
+    fan = await new_fan(stubs)
+    for i in range(PAIR_LIMIT - 1):  # a fan's typos
+        assert await _sign_in(stubs, fan.email, f"typo {i}", FAN) == "INVALID_CREDENTIALS"
+    assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
+    # The typos no longer count: a full budget of tries again.
+    for i in range(PAIR_LIMIT):
+        assert await _sign_in(stubs, fan.email, f"again {i}", FAN) == "INVALID_CREDENTIALS"
+    assert await _sign_in(stubs, fan.email, fan.password, FAN) == "TOO_MANY_ATTEMPTS"
+    # An attempt from another address, a minute later.
+    clock.advance(60)
+    assert await _sign_in(stubs, fan.email, "from elsewhere", ATTACKER) == "INVALID_CREDENTIALS"
+
+    async def stored() -> int:
+        async with app.ctx.pool.connection() as conn:
+            cursor = await conn.execute("SELECT count(*) FROM sign_in_attempts")
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+
+    # The job keeps what is inside the window...
+    assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == 0
+    assert await stored() == PAIR_LIMIT + 1
+    # ...and deletes what has left it: the fan's failures, not yet the attacker's.
+    clock.advance((FAILURE_WINDOW - timedelta(seconds=30)).total_seconds())
+    assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == PAIR_LIMIT
+    assert await stored() == 1
+    assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
 
 
 async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> None:
@@ -256,7 +356,7 @@ async def test_sign_in_answers_resource_exhausted_when_the_hasher_is_full(
     assert details.retry is not None
     # Not evaluated, so not counted: the budget is whole.
     assert not isinstance(
-        app.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
+        await app.accounts.throttle.reserve("a@example.com", FAN, app.ctx.clock.now()), float
     )
 
 
