@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ from server.accounts.throttle import (
     budget_address,
 )
 from server.app import App, build_app
-from server.clock import FakeClock
 from server.client_address import client_address, parse_networks
+from server.clock import FakeClock
 from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
 from tests.fans import new_fan
