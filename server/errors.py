@@ -16,6 +16,7 @@ server/ raises every value and types no reason string.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NewType
@@ -75,36 +76,54 @@ class ServiceError(Exception):
     def to_status(self, domain: str = ERROR_DOMAIN) -> grpc.Status:
         """The status; `domain` names the service that answers (the sandbox
         payment module answers in its own, paymentmodule.v1)."""
-        details = [
-            error_details_pb2.ErrorInfo(
-                reason=wire_reason(self.reason), domain=domain, metadata=self.metadata
-            )
-        ]
-        if self.violations:
-            details.append(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in self.violations
-                    ]
-                )
-            )
-        if self.retry_after_seconds is not None:
-            seconds = max(self.retry_after_seconds, 0.0)
-            delay = duration_pb2.Duration()
-            delay.FromNanoseconds(int(seconds * 1e9))
-            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-        packed = []
-        for detail in details:
-            holder = any_pb2.Any()
-            holder.Pack(detail)
-            packed.append(holder)
-        status = status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=packed
+        return _status(
+            self.code,
+            wire_reason(self.reason),
+            domain,
+            self.message,
+            tuple(sorted(self.metadata.items())),
+            self.violations,
+            self.retry_after_seconds,
         )
-        return rpc_status.to_status(status)
+
+
+# Built statuses by what they say: a storm's refusals (the hashing line full, a
+# spent budget) repeat a few statuses thousands of times a second, and building
+# one (its details packed, the Status serialized) cost about as much of the
+# event loop as the rest of the refusal. A grpc.Status is immutable.
+@functools.lru_cache(maxsize=1024)
+def _status(
+    code: grpc.StatusCode,
+    reason: str,
+    domain: str,
+    message: str,
+    metadata: tuple[tuple[str, str], ...],
+    violations: tuple[FieldViolation, ...],
+    retry_after_seconds: float | None,
+) -> grpc.Status:
+    details = [error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata))]
+    if violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in violations
+                ]
+            )
+        )
+    if retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(retry_after_seconds, 0.0) * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=packed)
+    return rpc_status.to_status(status)
 
 
 class InvalidArgument(ServiceError):
