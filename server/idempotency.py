@@ -17,28 +17,19 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
 
+from server.db.pruning import delete_in_batches
+
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
 PRUNE_JOB = "idempotency.prune"
-# Rows per DELETE (each its own short transaction), and batches per run: a run
-# keeps up with up to 500,000 new records per interval (about 8,000 a second at
-# the default minute) without one long transaction holding the table.
-_PRUNE_BATCH = 10_000
-_PRUNE_MAX_BATCHES = 50
 
 
 async def prune_expired_keys(conn: AsyncConnection, older_than: datetime) -> int:
-    """Delete records created before `older_than`, in bounded batches (autocommit),
-    until a batch comes back short or the run has done _PRUNE_MAX_BATCHES."""
-    pruned = 0
-    for _ in range(_PRUNE_MAX_BATCHES):
-        cursor = await conn.execute(
-            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
-            "  SELECT ctid FROM idempotency_keys WHERE created_at < %s LIMIT %s))",
-            (older_than, _PRUNE_BATCH),
-        )
-        pruned += cursor.rowcount
-        if cursor.rowcount < _PRUNE_BATCH:
-            break
-    return pruned
+    """Delete records created before `older_than`, in bounded batches (server/db/pruning.py)."""
+    return await delete_in_batches(
+        conn,
+        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
+        "  SELECT ctid FROM idempotency_keys WHERE created_at < %s LIMIT %s))",
+        older_than,
+    )

@@ -48,6 +48,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
+from server.db.pruning import delete_in_batches
 from server.db.unit_of_work import ADVISORY_LOCK, Lock, LockKind, Statement, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ ADDRESS_LIMIT = 20
 EMAIL_LIMIT = 100
 
 PRUNE_JOB = "sign_in_attempts.prune"
-# Rows per DELETE (each its own short transaction) and batches per run, as the
-# idempotency records' pruning: at most a window of hashed attempts is stored.
-_PRUNE_BATCH = 10_000
-_PRUNE_MAX_BATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -164,19 +161,13 @@ class SignInThrottle:
 
 
 async def prune_attempts(conn: AsyncConnection, now: datetime) -> int:
-    """Delete attempts out of every budget's window, in bounded batches (autocommit),
-    until a batch comes back short or the run has done _PRUNE_MAX_BATCHES."""
-    pruned = 0
-    for _ in range(_PRUNE_MAX_BATCHES):
-        cursor = await conn.execute(
-            "DELETE FROM sign_in_attempts WHERE id = ANY(ARRAY("
-            "  SELECT id FROM sign_in_attempts WHERE attempted_at <= %s LIMIT %s))",
-            (now - FAILURE_WINDOW, _PRUNE_BATCH),
-        )
-        pruned += cursor.rowcount
-        if cursor.rowcount < _PRUNE_BATCH:
-            break
-    return pruned
+    """Delete attempts out of every budget's window, in bounded batches (server/db/pruning.py)."""
+    return await delete_in_batches(
+        conn,
+        "DELETE FROM sign_in_attempts WHERE id = ANY(ARRAY("
+        "  SELECT id FROM sign_in_attempts WHERE attempted_at <= %s LIMIT %s))",
+        now - FAILURE_WINDOW,
+    )
 
 
 def budget_address(address: str) -> str:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -84,25 +84,34 @@ async def _sign_in(stubs: Stubs, email: str, password: str, address: str) -> str
     return None
 
 
+class _HashCount:
+    """How many passwords the apps' hashers evaluate from now on."""
+
+    def __init__(self, *apps: App) -> None:
+        self.count = 0
+        for application in apps:
+            hasher = application.accounts.hasher
+            hasher.verify_in_place = self._counting(hasher.verify_in_place)  # type: ignore[method-assign]
+
+    def _counting(self, verify: Callable[..., Awaitable[bool]]) -> Callable[..., Awaitable[bool]]:
+        async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
+            self.count += 1
+            return await verify(lane, password, stored)
+
+        return counting_verify
+
+
 async def test_a_burst_of_guesses_evaluates_only_the_budget_and_the_fan_still_gets_in(
     app: App, stubs: Stubs
 ) -> None:
     fan = await new_fan(stubs)
-    hashes = 0
-    verify = app.accounts.hasher.verify_in_place
-
-    async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
-        nonlocal hashes
-        hashes += 1
-        return await verify(lane, password, stored)
-
-    app.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
+    hashes = _HashCount(app)
     guesses = await asyncio.gather(
         *(_sign_in(stubs, fan.email, f"wrong password {i}", ATTACKER) for i in range(60))
     )
     # At most the budget evaluated; the rest refused at once, for the budget or
     # for the full hashing line (no hash either way).
-    assert hashes == PAIR_LIMIT
+    assert hashes.count == PAIR_LIMIT
     assert guesses.count("INVALID_CREDENTIALS") == PAIR_LIMIT
     assert set(guesses) <= {"INVALID_CREDENTIALS", "TOO_MANY_ATTEMPTS", "PASSWORD_HASHING_BUSY"}
     # The right password from the attacker's address waits; from the fan's own, it works.
@@ -250,20 +259,7 @@ async def test_the_budgets_hold_across_server_processes(
     fan = await new_fan(stubs)
     other = await build_app(settings, database_url=database_url, clock=clock, start_jobs=False)
     await other.start()
-    hashes = 0
-
-    def count_hashes(application: App) -> None:
-        verify = application.accounts.hasher.verify_in_place
-
-        async def counting_verify(lane: HashingLane, password: str, stored: str | None) -> bool:
-            nonlocal hashes
-            hashes += 1
-            return await verify(lane, password, stored)
-
-        application.accounts.hasher.verify_in_place = counting_verify  # type: ignore[method-assign]
-
-    count_hashes(app)
-    count_hashes(other)
+    hashes = _HashCount(app, other)
     try:
         async with grpc.aio.insecure_channel(other.address) as channel:
             replica = Stubs.on(channel)
@@ -274,7 +270,7 @@ async def test_the_budgets_hold_across_server_processes(
                     for s in (stubs, replica)
                 )
             )
-            assert hashes == PAIR_LIMIT
+            assert hashes.count == PAIR_LIMIT
             assert guesses.count("INVALID_CREDENTIALS") == PAIR_LIMIT
             # Either replica refuses the attacker's address now, and lets the fan's in.
             for door in (stubs, replica):

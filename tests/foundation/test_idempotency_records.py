@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from concert.v1 import account_pb2
-from server import idempotency
 from server.app import App
 from server.clock import FakeClock
+from server.db import pruning
 from server.db.migrate import migrate
 from server.db.unit_of_work import fingerprint
 from server.idempotency import PRUNE_JOB
@@ -83,8 +83,8 @@ async def test_one_run_prunes_more_than_a_batch(
 ) -> None:
     """A run deletes batch after batch until none is left (up to its bound), so the
     job keeps up with more records per interval than one batch holds."""
-    monkeypatch.setattr(idempotency, "_PRUNE_BATCH", 100)
-    monkeypatch.setattr(idempotency, "_PRUNE_MAX_BATCHES", 3)
+    monkeypatch.setattr(pruning, "BATCH", 100)
+    monkeypatch.setattr(pruning, "MAX_BATCHES", 3)
     old = clock.now() - timedelta(hours=app.ctx.settings.idempotency_ttl_hours, minutes=1)
     async with app.ctx.pool.connection() as conn:
         await conn.execute(
