@@ -27,9 +27,4 @@ PRUNE_JOB = "idempotency.prune"
 
 async def prune_expired_keys(conn: AsyncConnection, older_than: datetime) -> int:
     """Delete records created before `older_than`, in bounded batches (server/db/pruning.py)."""
-    return await delete_in_batches(
-        conn,
-        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY("
-        "  SELECT ctid FROM idempotency_keys WHERE created_at < %s LIMIT %s))",
-        older_than,
-    )
+    return await delete_in_batches(conn, "idempotency_keys", "created_at", older_than)

@@ -162,12 +162,7 @@ class SignInThrottle:
 
 async def prune_attempts(conn: AsyncConnection, now: datetime) -> int:
     """Delete attempts out of every budget's window, in bounded batches (server/db/pruning.py)."""
-    return await delete_in_batches(
-        conn,
-        "DELETE FROM sign_in_attempts WHERE id = ANY(ARRAY("
-        "  SELECT id FROM sign_in_attempts WHERE attempted_at <= %s LIMIT %s))",
-        now - FAILURE_WINDOW,
-    )
+    return await delete_in_batches(conn, "sign_in_attempts", "attempted_at", now - FAILURE_WINDOW)
 
 
 def budget_address(address: str) -> str:
