@@ -100,6 +100,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--sale-seconds", type=float, default=120.0, help="on-sale day: give up after this long"
     )
     parser.add_argument(
+        "--junk-rate",
+        type=float,
+        default=0.0,
+        help="junk-storm: the botnet's calls a second, sent whether answered or not (at most "
+        "--concurrency in flight), e.g. what a per-address limit in a proxy lets through; "
+        "0 (the default): each junk client calls again as soon as it is answered",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the server during every stage"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where results go")
@@ -146,6 +154,7 @@ async def _run(args: argparse.Namespace) -> int:
                 hash_cost=hash_cost,
                 sale_seconds=args.sale_seconds,
                 synchronous_commit=synchronous_commit,
+                junk_rate=args.junk_rate,
             )
             for scenario in args.scenario:
                 new_rows, new_extras = await _scenario(
@@ -217,6 +226,8 @@ async def _scenario(
                         seconds = measure_hash_seconds(options.hash_cost)
                         extra["hash_seconds"] = seconds
                         extra["kdf_limit_per_second"] = (os.cpu_count() or 1) / seconds
+                    if scenario == "junk-storm":
+                        extra["junk_rate"] = options.junk_rate
                     phases = [] if prepare is None else await prepare(setup)
                     if prepare is not None:
                         label = (

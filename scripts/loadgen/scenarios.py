@@ -60,6 +60,8 @@ class Options:
     hash_cost: int
     sale_seconds: float = 120.0
     synchronous_commit: str = "on"
+    # The junk storm's calls a second, open loop; 0: closed loop at `concurrency`.
+    junk_rate: float = 0.0
 
 
 @dataclass
@@ -350,6 +352,8 @@ async def junk_storm(setup: Setup) -> list[dict[str, Any]]:
     # The junk runs for the whole phase duration (most of it is refused at once:
     # a count of calls would be over in a couple of seconds).
     junk_phase = phase("SignIn (junk)", SIGN_IN, junk, setup.options, requests=10_000_000)
+    if setup.options.junk_rate:
+        junk_phase.update(rate=setup.options.junk_rate)
     junk_phase.update(
         own_process=True,
         niceness=JUNK_CLIENT_NICENESS,

@@ -76,6 +76,26 @@ def test_the_harness_prints_the_table_with_the_baseline(
 
 
 @pytest.mark.slow
+def test_a_paced_junk_storm_sends_at_its_rate_and_says_so(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """--junk-rate: the botnet sends on a schedule, answered or not, and the
+    targets name the rate (another experiment than the closed-loop storm)."""
+    out = tmp_path / "bench"
+    harness = _baseline_harness(postgres_server_url, out, requests=40, duration=2)
+    harness["args"][harness["args"].index("baseline")] = "junk-storm"
+    harness["args"] += ["--junk-rate", "50"]
+    harness["env"]["CONCERT_PASSWORD_HASH_COST"] = "10"  # the cheapest the server allows
+    finished = subprocess.run(**harness, capture_output=True, text=True, timeout=180)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    [junk] = [r for r in summary["rows"] if r["name"] == "SignIn (junk)"]
+    # 2 s plus the warm-ups before and after the fans (3 s each) at 50/s.
+    assert 300 <= junk["answered"] <= 401, junk
+    assert "a fan's SignIn p99 behind junk paced at 50/s" in finished.stdout
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_the_harness_and_everything_it_started(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
