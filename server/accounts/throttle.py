@@ -49,7 +49,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.clock import Clock
 from server.db.pruning import delete_in_batches
-from server.db.unit_of_work import ADVISORY_LOCK, Lock, LockKind, Statement, unit_of_work
+from server.db.unit_of_work import Lock, LockKind, Statement, UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ class Reservation:
     id: int
     email: str
     address: str  # the budget's key: the address, or an IPv6 address's /64
-    at: datetime
     email_counted: bool = True
 
 
@@ -128,18 +127,20 @@ class SignInThrottle:
         # The email's lock, then the address's (LockKind's order): every attempt
         # that shares a budget with this one waits here, so the counts it reads
         # are those of every attempt reserved before it, in any process.
-        locks = [Lock.of(LockKind.SIGN_IN_EMAIL, email), Lock.of(LockKind.SIGN_IN_ADDRESS, address)]
+        locks = UnitOfWork.lock_statements(
+            Lock.of(LockKind.SIGN_IN_EMAIL, email), Lock.of(LockKind.SIGN_IN_ADDRESS, address)
+        )
         async with unit_of_work(self._pool, self._clock) as unit:
             # One round trip: the locks, then the count and insert (its own
             # snapshot, taken once the locks are held), and COMMIT.
             *_, [(reserved_id, spent_until)] = await unit.send(
-                *(Statement(ADVISORY_LOCK, lock.advisory_key(), (lock,)) for lock in locks),
+                *locks,
                 Statement(_RESERVE, params),
                 commit=True,
             )
         if reserved_id is None:
             return max((spent_until + FAILURE_WINDOW - now).total_seconds(), 0.001)
-        return Reservation(reserved_id, email, address, now, email_counted=not proven)
+        return Reservation(reserved_id, email, address, email_counted=not proven)
 
     async def succeeded(self, reservation: Reservation) -> None:
         """The password was right: the attempt is not a failure, the pair starts afresh."""

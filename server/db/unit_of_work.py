@@ -147,7 +147,7 @@ _ADVISORY = {
     LockKind.SIGN_IN_ADDRESS: LockNamespace.SIGN_IN_ADDRESS,
 }
 # Takes an advisory lock until the transaction ends; its parameters: Lock.advisory_key().
-ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
 
 class LockOrderError(AssertionError):
@@ -326,9 +326,15 @@ class UnitOfWork:
 
     async def lock(self, *locks: Lock) -> None:
         """Take advisory locks (the kinds in _ADVISORY) until the end."""
-        await self.send(
-            *(Statement(ADVISORY_LOCK, lock.advisory_key(), (lock,)) for lock in sorted(set(locks)))
-        )
+        await self.send(*self.lock_statements(*locks))
+
+    @staticmethod
+    def lock_statements(*locks: Lock) -> list[Statement]:
+        """lock's statements, in the order to take them, for a caller that sends
+        them with other statements (the locks and what they guard in one message)."""
+        return [
+            Statement(_ADVISORY_LOCK, lock.advisory_key(), (lock,)) for lock in sorted(set(locks))
+        ]
 
     async def replay(self, record: RequestRecord[ResponseT]) -> ResponseT | None:
         """None when this request runs now (its key is inserted: the first lock of the

@@ -84,6 +84,15 @@ async def _sign_in(stubs: Stubs, email: str, password: str, address: str) -> str
     return None
 
 
+async def _stored_attempts(app: App) -> int:
+    """Rows of sign_in_attempts: the attempts the budgets count."""
+    async with app.ctx.pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM sign_in_attempts")
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 class _HashCount:
     """How many passwords the apps' hashers evaluate from now on."""
 
@@ -208,9 +217,7 @@ async def test_concurrent_reservations_over_many_connections_take_only_the_budge
         *(app.accounts.throttle.reserve("fan@example.com", ATTACKER, now) for _ in range(60))
     )
     assert sum(not isinstance(r, float) for r in results) == PAIR_LIMIT
-    async with app.ctx.pool.connection() as conn:
-        cursor = await conn.execute("SELECT count(*) FROM sign_in_attempts")
-        assert await cursor.fetchone() == (PAIR_LIMIT,)
+    assert await _stored_attempts(app) == PAIR_LIMIT
 
 
 async def test_a_fan_showing_a_past_session_signs_in_while_a_botnet_spends_the_email_budget(
@@ -297,20 +304,13 @@ async def test_a_success_clears_the_pairs_failures_and_the_job_prunes_the_window
     clock.advance(60)
     assert await _sign_in(stubs, fan.email, "from elsewhere", ATTACKER) == "INVALID_CREDENTIALS"
 
-    async def stored() -> int:
-        async with app.ctx.pool.connection() as conn:
-            cursor = await conn.execute("SELECT count(*) FROM sign_in_attempts")
-            row = await cursor.fetchone()
-            assert row is not None
-            return int(row[0])
-
     # The job keeps what is inside the window...
     assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == 0
-    assert await stored() == PAIR_LIMIT + 1
+    assert await _stored_attempts(app) == PAIR_LIMIT + 1
     # ...and deletes what has left it: the fan's failures, not yet the attacker's.
     clock.advance((FAILURE_WINDOW - timedelta(seconds=30)).total_seconds())
     assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == PAIR_LIMIT
-    assert await stored() == 1
+    assert await _stored_attempts(app) == 1
     assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
 
 
