@@ -31,6 +31,7 @@ from concert.v1 import (
 )
 from server import api
 from server.accounts.install import install_accounts
+from server.accounts.pacing import RefusalPacing
 from server.accounts.passwords import PasswordHasher
 from server.accounts.runtime import AccountRuntime
 from server.accounts.throttle import SignInThrottle
@@ -398,7 +399,12 @@ def _build_features(ctx: ServiceContext) -> Features:
     # processes on one machine, each sized for all of them would run N times
     # as many hashes as there are cores, each N times slower.
     hasher = PasswordHasher(settings.password_hash_cost, workers=cpus_per_process(settings.workers))
-    accounts = AccountRuntime(hasher, SignInThrottle(ctx.pool, ctx.clock), signer=ctx.signer)
+    accounts = AccountRuntime(
+        hasher,
+        SignInThrottle(ctx.pool, ctx.clock),
+        signer=ctx.signer,
+        pacing=RefusalPacing(settings.password_refusals_at_once_per_second),
+    )
     queue = QueueRuntime(settings, ctx.pool, ctx.clock)
     booking = BookingRuntime(
         gateway=WalletGateway(ctx.pool, ctx.clock),

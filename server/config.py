@@ -63,6 +63,9 @@ class Settings:
     tls_client_ca: Path | None = None
     # Calls one process serves at once; beyond, SERVER_BUSY (server/security/call_limit.py).
     max_concurrent_calls: int = 20_000
+    # Password calls refused at once per second; beyond, a refusal waits its retry
+    # delay on the server first, then tries once more (server/accounts/pacing.py).
+    password_refusals_at_once_per_second: int = 100
     # How long AIP-155 request ids replay their first answer (server/idempotency.py).
     idempotency_ttl_hours: int = 24
     # Signing keys from a file (a mounted secret) or the environment instead of
@@ -249,6 +252,11 @@ _SPECS = (
     Spec("CONCERT_TRUSTED_PROXIES", "trusted_proxies", parse_networks),
     Spec("CONCERT_IDEMPOTENCY_TTL_HOURS", "idempotency_ttl_hours", _integer(1, 720)),
     Spec("CONCERT_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _integer(1, 1_000_000)),
+    Spec(
+        "CONCERT_PASSWORD_REFUSALS_AT_ONCE_PER_SECOND",
+        "password_refusals_at_once_per_second",
+        _integer(1, 1_000_000),
+    ),
 )
 
 VARIABLES = tuple(spec.variable for spec in _SPECS)

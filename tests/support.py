@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -147,3 +148,12 @@ async def running_app(
         yield app
     finally:
         await app.stop(grace=0.5)
+
+
+async def eventually(condition: Callable[[], object], what: str) -> None:
+    """Wait for something the server does on its own time (polled; AssertionError after 10 s)."""
+    deadline = time.monotonic() + 10.0
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.01)

@@ -1,5 +1,5 @@
-"""Wiring the accounts into the server: the hashing workers' end, and the job that
-prunes sign-in attempts out of the budgets' window."""
+"""Wiring the accounts into the server: the hashing workers' end, the job that
+prunes sign-in attempts out of the budgets' window, and the hashing line's gauges."""
 
 from __future__ import annotations
 
@@ -17,5 +17,28 @@ def install_accounts(ctx: ServiceContext, accounts: AccountRuntime) -> None:
     async def prune(conn: AsyncConnection) -> int:
         return await prune_attempts(conn, ctx.clock.now())
 
+    def gauges() -> dict[str, float]:
+        hasher = accounts.hasher
+        return {
+            "concert_password_hashing_open_in_flight": hasher.open.in_flight,
+            "concert_password_hashing_proven_in_flight": hasher.proven.in_flight,
+            "concert_password_refusals_held": accounts.pacing.held,
+        }
+
     ctx.on_stop.append(close_hasher)
     ctx.jobs.add(PRUNE_JOB, prune, ctx.settings.expiry_interval_seconds)
+    ctx.metrics.register_gauges(HASHING_GAUGES, gauges)
+
+
+HASHING_GAUGES = {
+    "concert_password_hashing_open_in_flight": (
+        "Password calls holding a place in the open (anonymous) hashing lane, running or waiting."
+    ),
+    "concert_password_hashing_proven_in_flight": (
+        "Password calls holding a place in the proven lane (callers showing a past session)."
+    ),
+    "concert_password_refusals_held": (
+        "Refused password calls waiting their retry delay on the server before a second try"
+        " (beyond CONCERT_PASSWORD_REFUSALS_AT_ONCE_PER_SECOND)."
+    ),
+}

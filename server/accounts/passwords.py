@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from server.accounts import hashing_worker
 from server.accounts.kdf import hash_password_blocking, verify_password_blocking
+from server.accounts.pacing import RETRY_AFTER_SECONDS
 from server.cpu import available_cpus
 from server.errors import ErrorReason, ResourceExhausted
 
@@ -48,7 +49,7 @@ class HashingBusy(ResourceExhausted):
         super().__init__(
             ErrorReason.ERROR_REASON_PASSWORD_HASHING_BUSY,
             "too many sign-ins at once; retry shortly",
-            retry_after_seconds=1.0,
+            retry_after_seconds=RETRY_AFTER_SECONDS,
         )
 
 

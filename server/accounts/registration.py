@@ -34,7 +34,9 @@ async def sign_up(
 
     # Hash before the transaction: the KDF's tens of milliseconds must not hold
     # a connection or a lock.
-    password_hash = await accounts.hasher.hash(request.password)  # HashingBusy when full
+    password_hash = await accounts.pacing.attempt(  # HashingBusy when full
+        lambda: accounts.hasher.hash(request.password)
+    )
 
     async def create(unit: UnitOfWork) -> account_pb2.SignUpResponse:
         user_id = uuid.uuid4()

@@ -19,6 +19,7 @@ from server.interceptors import CallPipeline, ErrorLayer
 from server.observability.interceptor import ObservabilityLayer
 from server.observability.metrics import Metrics
 from tests.observability.json_logs import json_log_lines, records
+from tests.support import eventually
 
 SERVICE = "concert.v1.ProbeService"
 probe_log = logging.getLogger("server.probe")
@@ -99,15 +100,6 @@ def handled(metrics: Metrics, method: str, code: str, kind: str = "unary") -> fl
         {"grpc_type": kind, "grpc_service": SERVICE, "grpc_method": method, "grpc_code": code},
     )
     return found or 0.0
-
-
-async def eventually(condition: object, what: str) -> None:
-    """The server finishes its side of a cancelled call just after the client."""
-    for _ in range(500):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never observed: {what}")
 
 
 async def test_every_log_line_of_a_call_carries_its_request_id(

@@ -13,15 +13,7 @@ from server.clock import FakeClock
 from server.config import Settings
 from server.queue.expiry import JOB_NAME
 from tests.queue.helpers import complete, issue_all
-from tests.support import ADMIN, Stubs, bearer, error_details
-
-
-async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
+from tests.support import ADMIN, Stubs, bearer, error_details, eventually
 
 
 async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: Stubs) -> None:
@@ -34,7 +26,7 @@ async def test_a_watch_gets_each_change_and_ends_on_admission(app: App, stubs: S
         2,
         queue_pb2.QUEUE_TOKEN_STATE_WAITING,
     )
-    await until(lambda: app.queue.watcher_count == 1, "watch registered")
+    await eventually(lambda: app.queue.watcher_count == 1, "watch registered")
     seen = []
     for i in range(3):
         # Heard by NOTIFY in every process; the admission pass it triggers lets
@@ -64,7 +56,7 @@ async def test_pause_is_a_change_and_an_expired_watch_ends_with_token_expired(
         queue_pb2.QUEUE_TOKEN_STATE_WAITING,
         0,
     )
-    await until(lambda: app.queue.watcher_count == 1, "watch registered")
+    await eventually(lambda: app.queue.watcher_count == 1, "watch registered")
     await stubs.admin.SetAdmission(admin_pb2.SetAdmissionRequest(paused=True), metadata=ADMIN)
     paused = await stream.read()
     assert paused.status.admission_paused and paused.status.people_ahead == 0
@@ -85,7 +77,7 @@ async def test_an_open_watch_keeps_its_token_alive(
         queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[2][1])
     )
     await stream.read()
-    await until(lambda: app.queue.watcher_count == 1, "watch registered")
+    await eventually(lambda: app.queue.watcher_count == 1, "watch registered")
     ttl = app.ctx.settings.token_ttl_seconds
     clock.advance(ttl * 2 / 3)
     assert await app.queue.touch_watchers() == 1  # what the presence task does
@@ -113,7 +105,7 @@ async def test_many_watchers_cost_no_database_work_per_watcher(
     ]
     firsts = await asyncio.gather(*(s.read() for s in streams))
     assert [m.status.people_ahead for m in firsts] == list(range(watchers))
-    await until(lambda: app.queue.watcher_count == watchers, "all watches registered")
+    await eventually(lambda: app.queue.watcher_count == watchers, "all watches registered")
 
     runtime = app.queue
     requests_before = app.ctx.pool.get_stats().get("requests_num", 0)
@@ -150,7 +142,7 @@ async def test_another_process_learns_every_change_by_notify(
                 queue_pb2.WatchQueueStatusRequest(), metadata=bearer(fans[3][1])
             )
             assert (await stream.read()).status.people_ahead == 1
-            await until(lambda: other.queue.watcher_count == 1, "remote watch registered")
+            await eventually(lambda: other.queue.watcher_count == 1, "remote watch registered")
             await complete(app, fans[0][1])  # the pass it triggers lets fan 3 in
             assert (await stream.read()).status.people_ahead == 0
             await stubs.admin.SetAdmission(
