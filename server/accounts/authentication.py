@@ -56,25 +56,8 @@ async def authenticate_password(
     (server/accounts/throttle.py), so a burst cannot evaluate more guesses than
     the budget allows. Only calls that will be hashed count against the
     budgets, so a crowd of fans behind one address is refused for being many,
-    not for failing. In a storm of refusals, a refused call may first wait its
-    retry delay on the server and try once more (server/accounts/pacing.py).
+    not for failing. Its callers pace its refusals (server/accounts/pacing.py).
     """
-    return await accounts.pacing.attempt(
-        lambda: _authenticate_password(
-            pool, clock, accounts, email, password, client_address, previous_session
-        )
-    )
-
-
-async def _authenticate_password(
-    pool: AsyncConnectionPool,
-    clock: Clock,
-    accounts: AccountRuntime,
-    email: str,
-    password: str,
-    client_address: str,
-    previous_session: str,
-) -> uuid.UUID:
     email = normalise_email(email)
     hasher, throttle = accounts.hasher, accounts.throttle
     claimed = _past_sign_in(accounts.signer, previous_session, clock)
@@ -133,8 +116,10 @@ async def sign_in(
     violations = Violations()
     check_password_fields(violations, email, password)
     violations.raise_if_any()
-    user_id = await authenticate_password(
-        pool, clock, accounts, email, password, client_address, previous_session
+    user_id = await accounts.pacing.attempt(
+        lambda: authenticate_password(
+            pool, clock, accounts, email, password, client_address, previous_session
+        )
     )
     return issue_session(signer, user_id, clock.now(), session_ttl_seconds)
 

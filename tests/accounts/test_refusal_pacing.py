@@ -17,12 +17,13 @@ from typing import Any
 import grpc
 import pytest
 
-from concert.v1 import account_pb2
+from concert.v1 import account_pb2, queue_pb2
 from server.accounts.pacing import RefusalPacing
 from server.accounts.passwords import HashingBusy
 from server.app import App
 from server.config import Settings
 from server.errors import ErrorReason, ResourceExhausted, Unauthenticated
+from tests.accounts.lanes import hashes_held_back
 from tests.fans import new_fan
 from tests.observability.scrape import scrape, value
 from tests.support import Stubs, error_details, eventually
@@ -69,15 +70,11 @@ async def test_within_the_rate_refusals_go_at_once_and_other_errors_are_not_pace
         raise Unauthenticated(ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, "no")
 
     for _ in range(10):  # not a refusal: neither held nor counted
-        try:
+        with pytest.raises(Unauthenticated):
             await pacing.attempt(wrong_password)
-        except Unauthenticated:
-            pass
     for _ in range(3):
-        try:
+        with pytest.raises(HashingBusy):
             await pacing.attempt(_refused)
-        except HashingBusy:
-            pass
     assert delays.asked == []
     assert pacing.held == 0
 
@@ -93,10 +90,8 @@ async def test_beyond_the_rate_a_refused_call_waits_its_delay_then_tries_once_mo
             raise HashingBusy
         return "hashed"
 
-    try:
+    with pytest.raises(HashingBusy):
         await pacing.attempt(_refused)  # the rate's one refusal at once
-    except HashingBusy:
-        pass
     held = asyncio.ensure_future(pacing.attempt(refused_then_room))
     await asyncio.sleep(0)
     assert not held.done() and pacing.held == 1
@@ -110,11 +105,8 @@ async def test_beyond_the_rate_a_refused_call_waits_its_delay_then_tries_once_mo
         raise HashingBusy
 
     tries.clear()
-    try:
+    with pytest.raises(HashingBusy):
         await pacing.attempt(always_refused)
-        raise AssertionError("a full line answered")
-    except HashingBusy:
-        pass
     assert tries == ["try", "try"]  # refused after its second try, not a third
 
 
@@ -133,11 +125,9 @@ async def test_a_refusal_asking_a_longer_wait_is_held_and_answered_without_a_sec
     await asyncio.sleep(0)
     assert not held.done() and pacing.held == 1
     delays.released.set()
-    try:
+    with pytest.raises(ResourceExhausted) as refused:
         await held
-        raise AssertionError("a spent budget answered")
-    except ResourceExhausted as refused:
-        assert refused.retry_after_seconds == 240.0
+    assert refused.value.retry_after_seconds == 240.0
     assert tries == ["try"]
 
 
@@ -145,33 +135,25 @@ async def test_the_rate_refills_with_time() -> None:
     delays, time = _Delays(), _Time()
     pacing = _pacing(2, delays, time)
     for _ in range(2):
-        try:
+        with pytest.raises(HashingBusy):
             await pacing.attempt(_refused)
-        except HashingBusy:
-            pass
     time.now += 0.5  # one refusal's worth at 2 a second
-    try:
+    with pytest.raises(HashingBusy):
         await pacing.attempt(_refused)
-    except HashingBusy:
-        pass
     assert delays.asked == []
     held = asyncio.ensure_future(pacing.attempt(_refused))
     await asyncio.sleep(0)
     assert delays.asked == [pacing.retry_after_seconds]
     delays.released.set()
-    try:
+    with pytest.raises(HashingBusy):
         await held
-    except HashingBusy:
-        pass
 
 
 async def test_held_calls_are_bounded() -> None:
     delays, time = _Delays(), _Time()
     pacing = _pacing(1, delays, time, max_held=2)
-    try:
+    with pytest.raises(HashingBusy):
         await pacing.attempt(_refused)
-    except HashingBusy:
-        pass
     calls = [asyncio.ensure_future(pacing.attempt(_refused)) for _ in range(5)]
     await asyncio.sleep(0)
     done = [c for c in calls if c.done()]
@@ -188,20 +170,14 @@ async def test_a_storm_of_sign_ups_beyond_the_rate_waits_on_the_server_then_gets
 ) -> None:
     """The open lane's places taken (their hashes held back), concurrent SignUps
     beyond them: the rate's worth are refused at once with RetryInfo, the rest
-    wait on the server (and /metrics says so). A fan's SignIn with a place
-    meanwhile answers at once.
-    Once the places free, the held SignUps try again and create their accounts:
-    the users table holds exactly the accounts whose SignUp answered OK."""
+    wait on the server, and so does a password IssueToken (/metrics says so).
+    A fan's SignIn with a place meanwhile answers at once. Once the places
+    free, the held calls try again: the IssueToken gets its token, and the
+    users table holds exactly the accounts whose SignUp answered OK."""
     fan = await new_fan(stubs)
     delays = _Delays()
     app.accounts.pacing = _pacing(2, delays, _Time())
     lane = app.accounts.hasher.open
-    release = asyncio.Event()
-    run = lane.run
-
-    async def held_back(function: Any, *args: object) -> Any:
-        await release.wait()
-        return await run(function, *args)
 
     def sign_up(i: int) -> asyncio.Future[Any]:
         return asyncio.ensure_future(
@@ -210,8 +186,7 @@ async def test_a_storm_of_sign_ups_beyond_the_rate_waits_on_the_server_then_gets
             )
         )
 
-    lane.run = held_back  # type: ignore[method-assign]
-    try:
+    with hashes_held_back(lane):
         holding = [sign_up(i) for i in range(lane.places)]
         await eventually(lambda: lane.in_flight == lane.places, "the places taken")
         beyond = [sign_up(lane.places + i) for i in range(6)]
@@ -228,26 +203,33 @@ async def test_a_storm_of_sign_ups_beyond_the_rate_waits_on_the_server_then_gets
                 "PASSWORD_HASHING_BUSY",
             )
             assert details.retry is not None
-        # ...the other four wait on the server, and a call with a place does not.
+        # ...the other four wait on the server, and so does a password IssueToken
+        # refused now; a call with a place does not.
+        issue = asyncio.ensure_future(
+            stubs.queue.IssueToken(
+                queue_pb2.IssueTokenRequest(
+                    password=queue_pb2.PasswordCredential(email=fan.email, password=fan.password)
+                )
+            )
+        )
+        await eventually(lambda: app.accounts.pacing.held == 5, "the IssueToken held too")
         signed_in = await stubs.account.SignIn(
             account_pb2.SignInRequest(
                 email=fan.email, password=fan.password, previous_session_token=fan.session_token
             )
         )
         assert signed_in.user_id == fan.user_id
-        assert app.accounts.pacing.held == 4
+        assert app.accounts.pacing.held == 5
         assert app.metrics_port
         samples = await scrape(app.metrics_port)  # what an operator sees meanwhile
-        assert value(samples, "concert_password_refusals_held") == 4
+        assert value(samples, "concert_password_refusals_held") == 5
         assert value(samples, "concert_password_hashing_open_in_flight") == lane.places
-    finally:
-        release.set()
-        lane.run = run  # type: ignore[method-assign]
     await asyncio.gather(*holding)
     delays.released.set()  # the held calls try again, with the places free
     results = await asyncio.gather(*beyond, return_exceptions=True)
     answered = [r for r in results if not isinstance(r, BaseException)]
     assert len(answered) == 4
+    assert (await issue).token
     async with app.ctx.pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT count(*) FROM users WHERE email LIKE %s", (f"paced-%-{fan.email}",)

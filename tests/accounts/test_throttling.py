@@ -56,6 +56,7 @@ from server.client_address import client_address, parse_networks
 from server.clock import FakeClock
 from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
+from tests.accounts.lanes import hashes_held_back
 from tests.fans import new_fan
 from tests.support import Stubs, error_details
 
@@ -365,38 +366,32 @@ async def test_sign_up_and_password_issue_token_are_refused_at_once_beyond_the_l
     the calls holding a place then complete."""
     fan = await new_fan(stubs)
     lane = app.accounts.hasher.open
-    release = asyncio.Event()
-    run = lane.run
-
-    async def held_back(function: Any, *args: object) -> Any:
-        await release.wait()
-        return await run(function, *args)
-
-    lane.run = held_back  # type: ignore[method-assign]
     extra = 6
-    emails = [f"line-{i}-{fan.email}" for i in range(lane.places + extra)]
-    sign_ups = [
-        asyncio.ensure_future(
-            stubs.account.SignUp(
-                account_pb2.SignUpRequest(email=email, password="a fine password"),
-                metadata=_from(FAN),
+    with hashes_held_back(lane):
+        emails = [f"line-{i}-{fan.email}" for i in range(lane.places + extra)]
+        sign_ups = [
+            asyncio.ensure_future(
+                stubs.account.SignUp(
+                    account_pb2.SignUpRequest(email=email, password="a fine password"),
+                    metadata=_from(FAN),
+                )
             )
-        )
-        for email in emails
-    ]
-    issues = [
-        asyncio.ensure_future(
-            stubs.queue.IssueToken(
-                queue_pb2.IssueTokenRequest(
-                    password=queue_pb2.PasswordCredential(email=fan.email, password=fan.password)
-                ),
-                metadata=_from(FAN),
+            for email in emails
+        ]
+        issues = [
+            asyncio.ensure_future(
+                stubs.queue.IssueToken(
+                    queue_pb2.IssueTokenRequest(
+                        password=queue_pb2.PasswordCredential(
+                            email=fan.email, password=fan.password
+                        )
+                    ),
+                    metadata=_from(FAN),
+                )
             )
-        )
-        for _ in range(extra)
-    ]
-    calls = sign_ups + issues
-    try:
+            for _ in range(extra)
+        ]
+        calls = sign_ups + issues
         done, _ = await asyncio.wait(calls, timeout=30, return_when=asyncio.FIRST_COMPLETED)
         while len(done) < 2 * extra:  # the refused ones answer without waiting
             more, _ = await asyncio.wait(
@@ -415,9 +410,6 @@ async def test_sign_up_and_password_issue_token_are_refused_at_once_beyond_the_l
             )
             assert details.retry is not None
         assert any(c in done for c in issues), "password IssueToken was never refused"
-    finally:
-        release.set()
-        lane.run = run  # type: ignore[method-assign]
     results = await asyncio.gather(*calls, return_exceptions=True)
     answered = [r for r in results if not isinstance(r, BaseException)]
     assert len(answered) == lane.places  # those that held a place completed
