@@ -43,7 +43,9 @@ RETRY_AFTER_SECONDS = 1.0
 # refused about 50 times a second); a botnet calling as fast as answered
 # (about 2,000 a second on one core) is far above it.
 AT_ONCE_PER_SECOND = 100
-# Calls held at once, per process: each is a pending call of a few KiB.
+# Calls held at once, per process. Each is a pending call: 1,000 held raised
+# the server's RSS by about 13-16 MiB (1,100 junk SignIns at once, against the
+# same calls all refused at once; docs/reliability.md).
 MAX_HELD = 1_000
 
 
