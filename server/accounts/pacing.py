@@ -44,7 +44,7 @@ RETRY_AFTER_SECONDS = 1.0
 # (about 2,000 a second on one core) is far above it.
 AT_ONCE_PER_SECOND = 100
 # Calls held at once, per process. Each is a pending call: 1,000 held raised
-# the server's RSS by about 13-16 MiB (1,100 junk SignIns at once, against the
+# the server's RSS by about 13 MiB (1,100 junk SignIns at once, against the
 # same calls all refused at once; docs/reliability.md).
 MAX_HELD = 1_000
 
