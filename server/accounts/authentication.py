@@ -56,38 +56,47 @@ async def authenticate_password(
     (server/accounts/throttle.py), so a burst cannot evaluate more guesses than
     the budget allows. Only calls that will be hashed count against the
     budgets, so a crowd of fans behind one address is refused for being many,
-    not for failing. Its callers pace its refusals (server/accounts/pacing.py).
+    not for failing. Refusals are paced (server/accounts/pacing.py): beyond a
+    rate, a refused attempt waits its retry delay here and is tried once more.
     """
     email = normalise_email(email)
     hasher, throttle = accounts.hasher, accounts.throttle
     claimed = _past_sign_in(accounts.signer, previous_session, clock)
-    with ExitStack() as held:
-        # A caller who shows a past session hashes in the proven lane, unless
-        # the session turns out not to be this account's.
-        lane = held.enter_context(hasher.place(proven=claimed is not None))
-        async with pool.connection() as conn:
-            found = await store.find_credentials(conn, email)
-        # The connection is back in the pool before the hash runs.
-        if lane is hasher.proven and (found is None or found[0] != claimed):
-            held.close()
-            lane = held.enter_context(hasher.place())
-        proven = found is not None and found[0] == claimed
-        reservation = await throttle.reserve(email, client_address, clock.now(), proven=proven)
-        if not isinstance(reservation, Reservation):
-            raise ResourceExhausted(
-                ErrorReason.ERROR_REASON_TOO_MANY_ATTEMPTS,
-                "too many failed sign-ins for this email or from this address; wait and retry",
-                retry_after_seconds=reservation,
+
+    # Tried once, or (a refusal beyond the pacing's rate) once more after its
+    # retry delay, with the email and the past session read once.
+    async def attempt() -> uuid.UUID:
+        with ExitStack() as held:
+            # A caller who shows a past session hashes in the proven lane, unless
+            # the session turns out not to be this account's.
+            lane = held.enter_context(hasher.place(proven=claimed is not None))
+            async with pool.connection() as conn:
+                found = await store.find_credentials(conn, email)
+            # The connection is back in the pool before the hash runs.
+            if lane is hasher.proven and (found is None or found[0] != claimed):
+                held.close()
+                lane = held.enter_context(hasher.place())
+            proven = found is not None and found[0] == claimed
+            reservation = await throttle.reserve(email, client_address, clock.now(), proven=proven)
+            if not isinstance(reservation, Reservation):
+                raise ResourceExhausted(
+                    ErrorReason.ERROR_REASON_TOO_MANY_ATTEMPTS,
+                    "too many failed sign-ins for this email or from this address; wait and retry",
+                    retry_after_seconds=reservation,
+                )
+            try:
+                ok = await hasher.verify_in_place(lane, password, found[1] if found else None)
+            except BaseException:  # not evaluated (a cancel, the executor gone): no failure
+                await throttle.release(reservation)
+                raise
+        if not ok or found is None:
+            raise Unauthenticated(
+                ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE
             )
-        try:
-            ok = await hasher.verify_in_place(lane, password, found[1] if found else None)
-        except BaseException:  # not evaluated (a cancel, the executor gone): no failure
-            await throttle.release(reservation)
-            raise
-    if not ok or found is None:
-        raise Unauthenticated(ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE)
-    await throttle.succeeded(reservation)
-    return found[0]
+        await throttle.succeeded(reservation)
+        return found[0]
+
+    return await accounts.pacing.attempt(attempt)
 
 
 # How old a session credential may be and still prove a past sign-in.
@@ -116,10 +125,8 @@ async def sign_in(
     violations = Violations()
     check_password_fields(violations, email, password)
     violations.raise_if_any()
-    user_id = await accounts.pacing.attempt(
-        lambda: authenticate_password(
-            pool, clock, accounts, email, password, client_address, previous_session
-        )
+    user_id = await authenticate_password(
+        pool, clock, accounts, email, password, client_address, previous_session
     )
     return issue_session(signer, user_id, clock.now(), session_ttl_seconds)
 

@@ -44,11 +44,13 @@ async def authenticate_issue(
         violations.add("session_token", "required, at most 2048 characters")
     violations.raise_if_any()
     if credential == "password":
-        password = request.password
-        return await accounts.pacing.attempt(  # refusals paced: server/accounts/pacing.py
-            lambda: authenticate_password(
-                pool, clock, accounts, password.email, password.password, client_address
-            )
+        return await authenticate_password(
+            pool,
+            clock,
+            accounts,
+            request.password.email,
+            request.password.password,
+            client_address,
         )
     return authenticate_session(signer, clock, request.session_token)
 
