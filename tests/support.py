@@ -150,9 +150,10 @@ async def running_app(
         await app.stop(grace=0.5)
 
 
-async def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait for something the server does on its own time (polled; AssertionError after 10 s)."""
-    deadline = time.monotonic() + 10.0
+async def eventually(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
+    """Wait for something the server does on its own time (polled; AssertionError
+    if it has not happened within `within` seconds)."""
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")

@@ -9,6 +9,7 @@ from server.accounts.sessions import issue_session
 from server.accounts.store import insert_user_with_wallet
 from server.app import App
 from server.db.unit_of_work import unit_of_work
+from tests.support import eventually
 
 PASSWORD = "correct horse battery"
 
@@ -60,13 +61,10 @@ async def issue_all(app: App, stubs: object, count: int) -> list[tuple[uuid.UUID
 
 async def settle(app: App, completed_count: int) -> None:
     """Wait until this process has learned (by NOTIFY) of the given completed_count."""
-    import asyncio
-
-    for _ in range(500):
-        if app.queue.state.completed_count >= completed_count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"completed_count {completed_count} never arrived by NOTIFY")
+    await eventually(
+        lambda: app.queue.state.completed_count >= completed_count,
+        f"completed_count {completed_count} arriving by NOTIFY",
+    )
 
 
 async def admit_waiting(app: App) -> None:

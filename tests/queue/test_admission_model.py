@@ -38,7 +38,7 @@ from server.db.migrate import migrate
 from server.queue.admission_pass import JOB_NAME as ADMIT_JOB
 from server.queue.expiry import JOB_NAME as EXPIRY_JOB
 from tests.queue.helpers import complete, insert_users
-from tests.support import ADMIN, Stubs
+from tests.support import ADMIN, Stubs, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -282,11 +282,11 @@ class LineMachine(RuleBasedStateMachine):
     async def _caught_up(self, app: App) -> None:
         """Until this server has heard (by NOTIFY) the database's latest state."""
         version = int(await self.world.scalar("SELECT version FROM queue_state"))  # type: ignore[call-overload]
-        for _ in range(250):
-            if app.queue.state.version >= version:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("a server never heard the latest queue state")
+        await eventually(
+            lambda: app.queue.state.version >= version,
+            "a server hearing the latest queue state",
+            within=5.0,
+        )
 
 
 def test_the_line_matches_its_model_under_random_interleavings(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import grpc
@@ -14,7 +13,7 @@ from server.clock import FakeClock
 from server.queue.expiry import JOB_NAME
 from server.queue.tokens import read_queue_token
 from tests.queue.helpers import admit_waiting, complete, issue_all
-from tests.support import ADMIN, Stubs, bearer, error_details
+from tests.support import ADMIN, Stubs, bearer, error_details, eventually
 
 
 def expiry_of(app: App, token: str):  # type: ignore[no-untyped-def]
@@ -65,11 +64,9 @@ async def heard_completion(app: App, token: str) -> None:
     """Wait until this process has heard (by NOTIFY) that the token was completed."""
     claims = read_queue_token(app.ctx.signer, token)
     assert claims is not None
-    for _ in range(500):
-        if app.queue.is_completed(claims.token_id):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the completion never arrived by NOTIFY")
+    await eventually(
+        lambda: app.queue.is_completed(claims.token_id), "the completion arriving by NOTIFY"
+    )
 
 
 async def test_polls_are_answered_from_memory_until_the_expiry_should_move(

@@ -26,7 +26,7 @@ from server.queue.presence import (
 )
 from server.queue.tokens import read_queue_token
 from tests.queue.helpers import fetch_one, issue_all
-from tests.support import Stubs, bearer, error_details, running_app
+from tests.support import Stubs, bearer, error_details, eventually, running_app
 
 
 def _watch(stubs: Stubs, token: str) -> grpc.aio.UnaryStreamCall:
@@ -58,10 +58,11 @@ async def test_a_token_holds_at_most_two_streams(app: App, stubs: Stubs) -> None
     streams[0].cancel()
     claims = read_queue_token(app.ctx.signer, token)
     assert claims is not None
-    for _ in range(250):
-        if app.queue.stream_count(claims.token_id) < MAX_STREAMS_PER_TOKEN:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: app.queue.stream_count(claims.token_id) < MAX_STREAMS_PER_TOKEN,
+        "the cancelled stream's place freed",
+        within=5.0,
+    )
     again = _watch(stubs, token)
     assert (await again.read()).status.state == queue_pb2.QUEUE_TOKEN_STATE_WAITING
     for stream in (streams[1], again):
