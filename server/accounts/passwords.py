@@ -12,10 +12,11 @@ import asyncio
 import multiprocessing
 import os
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from server.accounts import hashing_worker
@@ -77,10 +78,13 @@ def hashing_processes(workers: int, niceness: int) -> Callable[[], Executor]:
 class HashingLane:
     """Workers of their own and a bounded line in front of them (FIFO, the executor's).
 
-    A lane that `yields_to` another starts no hash while that one is hashing:
+    A lane that `yields_to` another starts no hash while that one is hashing,
+    and its worker processes are stopped (SIGSTOP) meanwhile, hashes already
+    running included, which go on where they were once it is idle (SIGCONT):
     memory-hard hashes slow each other down through the shared caches and
     memory bus, not only through the cores, so a nice value alone does not
-    give the other lane its lone speed.
+    give the other lane its lone speed. A hash takes tens of milliseconds, so
+    no worker stays stopped longer than the other lane keeps hashing.
     """
 
     def __init__(
@@ -95,6 +99,10 @@ class HashingLane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._yields_to = yields_to
+        self._yielding: list[HashingLane] = []  # the lanes that yield to this one
+        if yields_to is not None:
+            yields_to._yielding.append(self)
+        self._paused: list[int] = []  # the worker processes pause() stopped
         self._start_workers = workers
         self._executor = workers()
 
@@ -105,7 +113,10 @@ class HashingLane:
         if self._yields_to is not None:
             await self._yields_to._idle.wait()
         self._hashing += 1
-        self._idle.clear()
+        if self._hashing == 1:
+            self._idle.clear()
+            for lane in self._yielding:
+                lane.pause()
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
@@ -125,9 +136,32 @@ class HashingLane:
         finally:
             self._hashing -= 1
             if not self._hashing:
+                for lane in self._yielding:
+                    lane.resume()
                 self._idle.set()
 
+    def pause(self) -> None:
+        """Stop this lane's worker processes (none for threads) until resume()."""
+        if self._paused or not hashing_worker.PAUSABLE:
+            return
+        # The executor's own table of its workers: they start on demand and are
+        # replaced when one dies, so it is the one up-to-date list.
+        workers = getattr(self._executor, "_processes", None) or {}
+        for pid in list(workers):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                self._paused.append(pid)
+
+    def resume(self) -> None:
+        """Continue the workers pause() stopped (those of a replaced executor too,
+        which must run to end)."""
+        paused, self._paused = self._paused, []
+        for pid in paused:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def close(self) -> None:
+        self.resume()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -139,7 +173,7 @@ class PasswordHasher:
     - the open lane, for anyone: as many worker processes as the CPUs this
       process may use, niced (and their autogroups) so that a storm of
       anonymous hashes yields the CPU to everything else on the host, and
-      starting no hash while the proven lane hashes. Its hashes' memory (16 MiB
+      stopped while the proven lane hashes. Its hashes' memory (16 MiB
       each at the production cost) is theirs, not the server's;
     - the proven lane, for callers who proved a past success (a session
       credential of the account from an earlier sign-in): as many threads,

@@ -58,7 +58,7 @@ from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
 from tests.accounts.lanes import hashes_held_back
 from tests.fans import new_fan
-from tests.support import Stubs, error_details
+from tests.support import Stubs, error_details, eventually
 
 ATTACKER = "203.0.113.7"
 FAN = "198.51.100.20"
@@ -668,9 +668,41 @@ async def test_the_open_lane_starts_no_hash_while_the_proven_lane_hashes() -> No
         hasher.close()
 
 
-def test_the_open_lanes_workers_end_with_a_killed_server(tmp_path: Path) -> None:
-    """SIGKILL gives the server no chance to stop its workers: they see it go
-    and exit, and take multiprocessing's fork server with them."""
+async def test_the_open_lanes_workers_are_stopped_while_the_proven_lane_hashes() -> None:
+    """A junk hash already running in the open lane stops where it is when a
+    proven hash starts (its worker is stopped, not busy), and finishes, right,
+    once the proven lane is idle."""
+    hasher = PasswordHasher(cost=10, workers=1)
+    slow = hash_password_blocking("a password", 17)
+    release, proven_started = threading.Event(), threading.Event()
+
+    def proven_hash() -> None:
+        proven_started.set()
+        release.wait(timeout=10)
+
+    try:
+        worker = await hasher.open.run(os.getpid)
+        junk = asyncio.ensure_future(hasher.verify("a password", slow))
+        await eventually(lambda: _state(worker) == "R", "the junk hash runs")
+        proven = asyncio.ensure_future(hasher.proven.run(proven_hash))
+        await asyncio.to_thread(proven_started.wait, 10)
+        assert _state(worker) == "T"  # stopped, mid-hash
+        await asyncio.sleep(0.3)  # a hash at cost 17 is long: stopped, it cannot end
+        assert not junk.done() and _state(worker) == "T"
+        release.set()
+        await proven
+        await eventually(lambda: _state(worker) != "T", "the worker goes on")
+        assert await junk is True
+    finally:
+        release.set()
+        hasher.close()
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["hashing", "stopped"])
+def test_the_open_lanes_workers_end_with_a_killed_server(tmp_path: Path, stopped: bool) -> None:
+    """SIGKILL gives the server no chance to stop its workers, or to continue
+    those it stopped: multiprocessing's fork server sees it go and exits, and
+    the kernel kills its workers with it, stopped or not."""
     script = tmp_path / "hashing_server.py"
     script.write_text(
         "import asyncio, os, sys, time\n"
@@ -692,19 +724,28 @@ def test_the_open_lanes_workers_end_with_a_killed_server(tmp_path: Path) -> None
         assert server.stdout is not None
         worker = int(server.stdout.readline())
         assert _running(worker)
+        helpers = [child.pid for child in psutil.Process(server.pid).children(recursive=True)]
+        assert worker in helpers and len(helpers) >= 2  # the fork server too
+        if stopped:
+            os.kill(worker, signal.SIGSTOP)
     finally:
         server.kill()
         server.wait()
     deadline = time.monotonic() + 10
-    while _running(worker) and time.monotonic() < deadline:
+    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _running(worker)
+    assert not [pid for pid in helpers if _running(pid)]
+
+
+def _state(pid: int) -> str:
+    """A process's state letter in /proc (R running, S sleeping, T stopped, Z
+    zombie), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
 
 
 def _running(pid: int) -> bool:
     """True while pid is a process that has not exited (a zombie has)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return _state(pid) not in ("", "Z")
