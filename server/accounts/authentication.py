@@ -93,7 +93,7 @@ async def authenticate_password(
             raise Unauthenticated(
                 ErrorReason.ERROR_REASON_INVALID_CREDENTIALS, _WRONG_PASSWORD_MESSAGE
             )
-        await throttle.succeeded(reservation)
+        throttle.succeeded_soon(reservation)
         return found[0]
 
     return await accounts.pacing.attempt(attempt)

@@ -1,5 +1,6 @@
-"""Wiring the accounts into the server: the hashing workers' end, the job that
-prunes sign-in attempts out of the budgets' window, and the hashing line's gauges."""
+"""Wiring the accounts into the server: the hashing workers' end and the sign-in
+budgets' last writes at stop, the job that prunes sign-in attempts out of the
+budgets' window, and the hashing line's gauges."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from server.context import ServiceContext
 
 
 def install_accounts(ctx: ServiceContext, accounts: AccountRuntime) -> None:
-    async def close_hasher() -> None:
+    async def close() -> None:
         accounts.hasher.close()
+        await accounts.throttle.settled()  # while the pool is open
 
     async def prune(conn: AsyncConnection) -> int:
         return await prune_attempts(conn, ctx.clock.now())
@@ -25,7 +27,7 @@ def install_accounts(ctx: ServiceContext, accounts: AccountRuntime) -> None:
             "concert_password_refusals_held": accounts.pacing.held,
         }
 
-    ctx.on_stop.append(close_hasher)
+    ctx.on_stop.append(close)
     ctx.jobs.add(PRUNE_JOB, prune, ctx.settings.expiry_interval_seconds)
     ctx.metrics.register_gauges(HASHING_GAUGES, gauges)
 

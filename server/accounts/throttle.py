@@ -27,8 +27,9 @@ hashes, not N, however many processes and replicas it is spread over (the
 budgets were per process: with the manifests' 3 replicas, and more as the
 autoscaler adds them under attack, a guesser got 3 x the budget and more). A
 failure keeps its row; a success deletes it and its (email, address) pair's
-failures (a fan's typos before the right password stop counting anywhere); an
-attempt never evaluated (the call cancelled) deletes it.
+failures (a fan's typos before the right password stop counting anywhere),
+right after the call is answered, so the fan does not wait for it; an attempt
+never evaluated (the call cancelled) deletes it.
 
 Only calls that hold a hashing place reach the budgets, so their writes are
 bounded by the hashing rate (tens a second per core), not by a storm's call
@@ -39,6 +40,7 @@ is forgotten early: a budget lasts its whole window whatever else is stored.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -104,6 +106,7 @@ class SignInThrottle:
     def __init__(self, pool: AsyncConnectionPool, clock: Clock) -> None:
         self._pool = pool
         self._clock = clock
+        self._settling: set[asyncio.Task[None]] = set()  # succeeded_soon's deletes
 
     async def reserve(
         self, email: str, address: str, now: datetime, *, proven: bool = False
@@ -149,6 +152,26 @@ class SignInThrottle:
                 "DELETE FROM sign_in_attempts WHERE id = %s OR (address = %s AND email = %s)",
                 (reservation.id, reservation.address, reservation.email),
             )
+
+    def succeeded_soon(self, reservation: Reservation) -> None:
+        """succeeded(), in the background: the caller answers without waiting for
+        its round trip. Until it commits (about a millisecond), the attempt counts
+        as a failure, the safe side; if it cannot, until it leaves the window."""
+        task = asyncio.create_task(self._settle(reservation), name="sign-in.succeeded")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, reservation: Reservation) -> None:
+        try:
+            await self.succeeded(reservation)
+        except Exception:  # no caller is waiting for it: say so in the log
+            log.warning("a successful sign-in's attempt could not be cleared", exc_info=True)
+
+    async def settled(self) -> None:
+        """Wait until every succeeded_soon() has finished (the server's stop, before
+        its pool closes)."""
+        while self._settling:
+            await asyncio.gather(*self._settling)
 
     async def release(self, reservation: Reservation) -> None:
         """The attempt was never evaluated (the call cancelled, the hasher gone): it

@@ -297,6 +297,7 @@ async def test_a_success_clears_the_pairs_failures_and_the_job_prunes_the_window
     for i in range(PAIR_LIMIT - 1):  # a fan's typos
         assert await _sign_in(stubs, fan.email, f"typo {i}", FAN) == "INVALID_CREDENTIALS"
     assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
+    await app.accounts.throttle.settled()  # cleared right after the answer
     # The typos no longer count: a full budget of tries again.
     for i in range(PAIR_LIMIT):
         assert await _sign_in(stubs, fan.email, f"again {i}", FAN) == "INVALID_CREDENTIALS"
@@ -313,6 +314,32 @@ async def test_a_success_clears_the_pairs_failures_and_the_job_prunes_the_window
     assert (await app.ctx.jobs.run_now(PRUNE_JOB)).result == PAIR_LIMIT
     assert await _stored_attempts(app) == 1
     assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
+
+
+async def test_a_success_answers_before_its_attempts_are_cleared(
+    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fan's SignIn does not wait for its success's DELETE: it answers while
+    the DELETE is held back, the attempts count until it commits, then they are gone."""
+    fan = await new_fan(stubs)
+    for i in range(PAIR_LIMIT - 1):
+        assert await _sign_in(stubs, fan.email, f"typo {i}", FAN) == "INVALID_CREDENTIALS"
+    throttle = app.accounts.throttle
+    release = asyncio.Event()
+    succeeded = throttle.succeeded
+
+    async def held_back(reservation: Any) -> None:
+        await release.wait()
+        await succeeded(reservation)
+
+    monkeypatch.setattr(throttle, "succeeded", held_back)
+    try:
+        assert await _sign_in(stubs, fan.email, fan.password, FAN) is None
+        assert await _stored_attempts(app) == PAIR_LIMIT  # the typos and the success
+    finally:
+        release.set()
+    await throttle.settled()
+    assert await _stored_attempts(app) == 0
 
 
 async def test_beyond_the_bounded_waiting_line_hashing_is_refused_at_once() -> None:
