@@ -288,28 +288,49 @@ class ErrorLayer(Layer):
     async def around(self, call: Call, proceed: UnaryProceed) -> Any:
         try:
             return await proceed(call)
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:  # the one place that maps every failure
-            await _abort(call.context, call.info.method, exc)
+            end_with(call.context, as_service_error(exc, call.info.method).to_status())
+            return None
 
     async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
         try:
             async for item in proceed(call):
                 yield item
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            await _abort(call.context, call.info.method, exc)
+            end_with(call.context, as_service_error(exc, call.info.method).to_status())
 
 
-async def _abort(context: Any, method: str, exc: Exception) -> None:
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
-    await _abort_with(context, as_service_error(exc, method).to_status())
+def end_with(context: Any, status: grpc.Status) -> None:
+    """Make `status` the call's outcome once its handler returns, without raising.
+
+    context.abort would raise an AbortError that grpcio keeps on the call's
+    state, whose traceback holds the frames it passed and they the call's
+    state: a reference cycle, with the refused call's own exception, its
+    traceback and every local along the way, that only Python's cyclic
+    collector frees. A storm of refusals made 20-40 ms collections of them
+    every few seconds, each one stalling the event loop and every call waiting
+    on it (docs/load-test-report.md, Round 11). The handler returning None
+    instead, grpcio sends the status (after an empty message, for a unary
+    method; clients discard it with a status other than OK).
+    """
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(_with_kept_metadata(context, status))
 
 
 async def _abort_with(context: Any, status: grpc.Status) -> None:
-    # An abort's metadata replace what the call set before (the request id the
-    # observability layer echoes): send both.
-    kept = tuple(context.trailing_metadata() or ())
-    await context.abort(status.code, status.details, kept + tuple(status.trailing_metadata))
+    """Answer `status` and stop the handler now (where returning cannot stop it)."""
+    await context.abort(status.code, status.details, _with_kept_metadata(context, status))
+
+
+def _with_kept_metadata(context: Any, status: grpc.Status) -> tuple[Any, ...]:
+    # The status's metadata would replace what the call set before (the request
+    # id the observability layer echoes): send both.
+    return tuple(context.trailing_metadata() or ()) + tuple(status.trailing_metadata)
 
 
 def as_service_error(exc: Exception, method: str = "") -> ServiceError:

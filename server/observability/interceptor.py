@@ -1,8 +1,9 @@
 """The outermost layer: request id, call metrics and the per-call log line.
 
 It sits OUTSIDE the ErrorLayer so it sees the status the caller gets:
-a handler's failure has already become `context.abort_with_status(...)` by the
-time it passes here, which raises AbortError with the code set on the context.
+a handler's failure has already become the status set on the context (the
+handler returns; server/interceptors.end_with) by the time it passes here, and
+a call refused before its handler ran (an unreadable request) raises AbortError.
 A cancelled call is CANCELLED, or DEADLINE_EXCEEDED when its deadline passed.
 
 The request id is the caller's `x-request-id` metadata when it is well formed

@@ -13,7 +13,7 @@ from paymentmodule.v1 import payment_module_pb2_grpc
 
 from server.clock import Clock
 from server.errors import Unauthenticated
-from server.interceptors import Call, Layer, MethodInfo, UnaryProceed, as_service_error
+from server.interceptors import Call, Layer, MethodInfo, UnaryProceed, as_service_error, end_with
 from server.module_signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -42,9 +42,8 @@ class ModuleErrorLayer(Layer):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            error = as_service_error(exc, call.method)
-            context: Any = call.context  # grpc.aio's, which the stubs do not describe whole
-            await context.abort_with_status(error.to_status(ERROR_DOMAIN))
+            end_with(call.context, as_service_error(exc, call.method).to_status(ERROR_DOMAIN))
+            return None
 
 
 class PaymentModuleService(payment_module_pb2_grpc.PaymentModuleServiceServicer):

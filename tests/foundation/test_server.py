@@ -144,3 +144,58 @@ async def test_a_burst_of_calls_beyond_grpc_default_backlog_is_served_not_cancel
 
         codes = await asyncio.gather(*(check() for _ in range(3000)))
     assert codes.count(grpc.StatusCode.OK) == 3000
+
+
+async def test_a_refused_call_leaves_nothing_for_the_cyclic_collector() -> None:
+    """A handler's error becomes its status without context.abort, whose AbortError
+    grpcio keeps on the call: a reference cycle through the refused call's frames
+    that only a full collection frees (20-40 ms of the event loop each, every few
+    seconds under a storm of refusals). Refused calls leave no more cyclic garbage
+    than calls answered OK, counted with the collector off."""
+    import gc
+
+    from concert.v1 import queue_pb2, queue_pb2_grpc
+    from server.errors import ErrorReason, ResourceExhausted
+
+    class Refusing(queue_pb2_grpc.QueueServiceServicer):
+        async def GetQueueStatus(
+            self, request: queue_pb2.GetQueueStatusRequest, context: grpc.aio.ServicerContext
+        ) -> queue_pb2.GetQueueStatusResponse:
+            if ("refuse", "yes") in tuple(context.invocation_metadata() or ()):
+                raise ResourceExhausted(
+                    ErrorReason.ERROR_REASON_PASSWORD_HASHING_BUSY, "busy", retry_after_seconds=1
+                )
+            return queue_pb2.GetQueueStatusResponse()
+
+    server = grpc.aio.server(interceptors=[CallPipeline([ErrorLayer()])])
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(Refusing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    calls = 100
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = queue_pb2_grpc.QueueServiceStub(channel)
+
+            async def status(refuse: bool) -> grpc.StatusCode:
+                metadata = (("refuse", "yes"),) if refuse else ()
+                call = stub.GetQueueStatus(queue_pb2.GetQueueStatusRequest(), metadata=metadata)
+                return await call.code()  # the outcome, without raising in this process
+
+            assert await status(refuse=True) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await status(refuse=False) == grpc.StatusCode.OK
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(calls):
+                    assert await status(refuse=False) == grpc.StatusCode.OK
+                after_ok = gc.collect()
+                for _ in range(calls):
+                    assert await status(refuse=True) == grpc.StatusCode.RESOURCE_EXHAUSTED
+                after_refused = gc.collect()
+            finally:
+                gc.enable()
+    finally:
+        await server.stop(0)
+    # Measured: 500 and 600 objects; before, 500 and 4,362 (each refusal left
+    # its AbortError, the exception it answered, their tracebacks and ~20 frames).
+    assert after_refused <= after_ok + 10 * calls, (after_ok, after_refused)
