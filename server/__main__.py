@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -112,6 +113,13 @@ async def _serve_traced(settings: Settings, database_url: str, tracing: Tracing 
     # A worker under server.workers starts with these blocked; handled from here on.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     await app.start()
+    # What is alive once serving (modules, descriptors, the pool, what start-up
+    # built) lives as long as the process: frozen out of the cyclic collector's
+    # way, its full collections walk only what calls leave behind (they took
+    # 20-40 ms of the event loop every few seconds under a storm of refusals;
+    # docs/load-test-report.md, Round 11).
+    gc.collect()
+    gc.freeze()
     # Tools wait for this line (scripts/loadgen counts it per worker).
     lifecycle.info(
         "concert.v1 listening on %s",
