@@ -117,7 +117,7 @@ async def _serve_traced(settings: Settings, database_url: str, tracing: Tracing 
     # built) lives as long as the process: frozen out of the cyclic collector's
     # way, its full collections walk only what calls leave behind (they took
     # 20-40 ms of the event loop every few seconds under a storm of refusals;
-    # docs/load-test-report.md, Round 11).
+    # docs/load-test-report.md, Round 12).
     gc.collect()
     gc.freeze()
     # Tools wait for this line (scripts/loadgen counts it per worker).

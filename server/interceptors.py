@@ -291,7 +291,7 @@ class ErrorLayer(Layer):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # the one place that maps every failure
-            end_with(call.context, as_service_error(exc, call.info.method).to_status())
+            end_with_error(call.context, call.info.method, exc)
             return None
 
     async def around_stream(self, call: Call, proceed: StreamProceed) -> AsyncIterator[Any]:
@@ -301,7 +301,12 @@ class ErrorLayer(Layer):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            end_with(call.context, as_service_error(exc, call.info.method).to_status())
+            end_with_error(call.context, call.info.method, exc)
+
+
+def end_with_error(context: Any, method: str, exc: Exception, domain: str = ERROR_DOMAIN) -> None:
+    """end_with the status a caller sees for `exc` (as_service_error), in `domain`."""
+    end_with(context, as_service_error(exc, method).to_status(domain))
 
 
 def end_with(context: Any, status: grpc.Status) -> None:
@@ -313,7 +318,7 @@ def end_with(context: Any, status: grpc.Status) -> None:
     traceback and every local along the way, that only Python's cyclic
     collector frees. A storm of refusals made 20-40 ms collections of them
     every few seconds, each one stalling the event loop and every call waiting
-    on it (docs/load-test-report.md, Round 11). The handler returning None
+    on it (docs/load-test-report.md, Round 12). The handler returning None
     instead, grpcio sends the status (after an empty message, for a unary
     method; clients discard it with a status other than OK).
     """

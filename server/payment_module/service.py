@@ -13,7 +13,7 @@ from paymentmodule.v1 import payment_module_pb2_grpc
 
 from server.clock import Clock
 from server.errors import Unauthenticated
-from server.interceptors import Call, Layer, MethodInfo, UnaryProceed, as_service_error, end_with
+from server.interceptors import Call, Layer, MethodInfo, UnaryProceed, end_with_error
 from server.module_signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -42,7 +42,7 @@ class ModuleErrorLayer(Layer):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            end_with(call.context, as_service_error(exc, call.method).to_status(ERROR_DOMAIN))
+            end_with_error(call.context, call.method, exc, ERROR_DOMAIN)
             return None
 
 
