@@ -24,6 +24,7 @@ from server.observability.logs import configure_logging, fatal_start_error, life
 from server.observability.tracing_env import TracingConfig
 
 if TYPE_CHECKING:
+    from server.accounts.pause_board import PauseSeat
     from server.observability.tracing import Tracing
 
 
@@ -76,31 +77,66 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rotate-key":
         return asyncio.run(_rotate_key(settings, database_url))
     if settings.workers > 1:
-        from server.workers import run_workers
-
-        return run_workers(
-            settings.workers,
-            lambda: asyncio.run(_serve(settings, database_url, tracing)),
-            grace_seconds=settings.shutdown_grace_seconds,
-        )
+        return _serve_workers(settings, database_url, tracing)
     return asyncio.run(_serve(settings, database_url, tracing))
 
 
-async def _serve(settings: Settings, database_url: str, tracing_config: TracingConfig) -> int:
+def _serve_workers(settings: Settings, database_url: str, tracing: TracingConfig) -> int:
+    """CONCERT_WORKERS server processes under one supervisor (server/workers.py),
+    sharing one pause board: a fan's hash in any of them stops every process's
+    open lane (server/accounts/pause_board.py)."""
+    from server.accounts.hashing_worker import PAUSABLE
+    from server.accounts.pause_board import PauseBoard
+    from server.cpu import cpus_per_process
+    from server.workers import run_workers
+
+    board = (
+        PauseBoard(settings.workers, workers_each=cpus_per_process(settings.workers))
+        if PAUSABLE
+        else None
+    )
+    return run_workers(
+        settings.workers,
+        lambda index: asyncio.run(
+            _serve(
+                settings,
+                database_url,
+                tracing,
+                hashing_seat=board.seat(index) if board is not None else None,
+            )
+        ),
+        grace_seconds=settings.shutdown_grace_seconds,
+        on_exit=board.release if board is not None else None,
+    )
+
+
+async def _serve(
+    settings: Settings,
+    database_url: str,
+    tracing_config: TracingConfig,
+    hashing_seat: PauseSeat | None = None,
+) -> int:
     # Started in the serving process itself: a forked worker gets its own
     # exporter thread (threads do not survive fork).
     tracing = tracing_config.start()
     try:
-        return await _serve_traced(settings, database_url, tracing)
+        return await _serve_traced(settings, database_url, tracing, hashing_seat)
     finally:
         if tracing is not None:
             tracing.shutdown()
 
 
-async def _serve_traced(settings: Settings, database_url: str, tracing: Tracing | None) -> int:
+async def _serve_traced(
+    settings: Settings,
+    database_url: str,
+    tracing: Tracing | None,
+    hashing_seat: PauseSeat | None,
+) -> int:
     from server.app import build_app
 
-    app = await build_app(settings, database_url=database_url, tracing=tracing)
+    app = await build_app(
+        settings, database_url=database_url, tracing=tracing, hashing_seat=hashing_seat
+    )
     if settings.seed_demo and settings.database_url is None:
         # The embedded database is for trying the service: give it something to book.
         from server.demo import seed_demo

@@ -33,6 +33,7 @@ from server import api
 from server.accounts.install import install_accounts
 from server.accounts.pacing import RefusalPacing
 from server.accounts.passwords import PasswordHasher
+from server.accounts.pause_board import PauseSeat
 from server.accounts.runtime import AccountRuntime
 from server.accounts.throttle import SignInThrottle
 from server.admin_auth import AdminKeyLayer
@@ -249,12 +250,15 @@ async def build_app(
     clock: Clock | None = None,
     start_jobs: bool = True,
     tracing: Tracing | None = None,
+    hashing_seat: PauseSeat | None = None,
 ) -> App:
     """Connect, migrate, wire every service; the server is bound but not started.
 
     `tracing` (server/observability/tracing.py) traces every concert.v1 call and
     every statement on the pools' connections; None traces nothing. Its owner
-    shuts it down after the App stops.
+    shuts it down after the App stops. `hashing_seat` is this process's slot on
+    the pause board it shares with the other CONCERT_WORKERS processes (None: a
+    single process, with a board of its own).
     """
     clock = clock or SystemClock()
     configure = tracing.instrument_connection if tracing is not None else None
@@ -281,7 +285,7 @@ async def build_app(
         if replica_pool is not None:
             ctx.metrics.watch_pool(replica_pool, "concert-read")
         ctx.jobs.listeners.append(ctx.metrics.observe_job)
-        features = _build_features(ctx)
+        features = _build_features(ctx, hashing_seat)
         install_accounts(ctx, features.accounts)
         install_queue(ctx, features.queue)
         install_booking(ctx, features.booking)
@@ -392,13 +396,17 @@ def _health_server(
     return server, port
 
 
-def _build_features(ctx: ServiceContext) -> Features:
+def _build_features(ctx: ServiceContext, hashing_seat: PauseSeat | None) -> Features:
     """The features' runtimes, each handed to the servicers and jobs that use it."""
     settings = ctx.settings
     # Hashing workers for this process's share of the CPUs: with CONCERT_WORKERS
     # processes on one machine, each sized for all of them would run N times
     # as many hashes as there are cores, each N times slower.
-    hasher = PasswordHasher(settings.password_hash_cost, workers=cpus_per_process(settings.workers))
+    hasher = PasswordHasher(
+        settings.password_hash_cost,
+        workers=cpus_per_process(settings.workers),
+        seat=hashing_seat,
+    )
     accounts = AccountRuntime(
         hasher,
         SignInThrottle(ctx.pool, ctx.clock),

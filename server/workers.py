@@ -40,12 +40,20 @@ _WATCHED = STOP_SIGNALS | {signal.SIGCHLD}
 _KILL_MARGIN_SECONDS = 5.0
 
 
-def run_workers(count: int, serve: Callable[[], int], *, grace_seconds: float) -> int:
-    """Fork `count` workers, each running serve() (one whole server), and supervise them.
+def run_workers(
+    count: int,
+    serve: Callable[[int], int],
+    *,
+    grace_seconds: float,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
+    """Fork `count` workers, each running serve(index) (one whole server), and supervise them.
 
     serve() must unblock STOP_SIGNALS once it handles them itself (server.__main__
     does, after installing its asyncio handlers): the workers start with them
     blocked so that a signal arriving during start-up waits instead of killing.
+    on_exit(index) runs in the supervisor once worker `index` has exited, however
+    it ended (what it shared with the others, the supervisor clears).
     """
     if count < 1:
         raise ValueError("count must be at least 1")
@@ -57,10 +65,10 @@ def run_workers(count: int, serve: Callable[[], int], *, grace_seconds: float) -
         pid = _fork_worker(index, serve)
         workers[pid] = index
     log.info("supervising %d workers: %s", count, sorted(workers))
-    return _supervise(workers, grace_seconds)
+    return _supervise(workers, grace_seconds, on_exit)
 
 
-def _fork_worker(index: int, serve: Callable[[], int]) -> int:
+def _fork_worker(index: int, serve: Callable[[int], int]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -71,7 +79,7 @@ def _fork_worker(index: int, serve: Callable[[], int]) -> int:
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         _label_logs(index)
-        code = serve()
+        code = serve(index)
     except BaseException:
         log.exception("worker %d failed", index)
     finally:
@@ -104,7 +112,9 @@ def _label_logs(index: int) -> None:
             handler.setFormatter(logging.Formatter(fmt))
 
 
-def _supervise(workers: dict[int, int], grace_seconds: float) -> int:
+def _supervise(
+    workers: dict[int, int], grace_seconds: float, on_exit: Callable[[int], None] | None
+) -> int:
     result = 0
     stopping = False
     kill_at: float | None = None
@@ -120,6 +130,8 @@ def _supervise(workers: dict[int, int], grace_seconds: float) -> int:
             index = workers.pop(pid, None)
             if index is None:
                 continue
+            if on_exit is not None:
+                on_exit(index)
             if code != 0 or not stopping:
                 log.error("worker %d (pid %d) exited with %d", index, pid, code)
                 result = 1

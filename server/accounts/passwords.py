@@ -12,16 +12,16 @@ import asyncio
 import multiprocessing
 import os
 import secrets
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TypeVar
 
 from server.accounts import hashing_worker
 from server.accounts.kdf import hash_password_blocking, verify_password_blocking
 from server.accounts.pacing import RETRY_AFTER_SECONDS
+from server.accounts.pause_board import PauseBoard, PauseSeat
 from server.cpu import available_cpus
 from server.errors import ErrorReason, ResourceExhausted
 
@@ -78,13 +78,15 @@ def hashing_processes(workers: int, niceness: int) -> Callable[[], Executor]:
 class HashingLane:
     """Workers of their own and a bounded line in front of them (FIFO, the executor's).
 
-    A lane that `yields_to` another starts no hash while that one is hashing,
-    and its worker processes are stopped (SIGSTOP) meanwhile, hashes already
-    running included, which go on where they were once it is idle (SIGCONT):
-    memory-hard hashes slow each other down through the shared caches and
-    memory bus, not only through the cores, so a nice value alone does not
-    give the other lane its lone speed. A hash takes tens of milliseconds, so
-    no worker stays stopped longer than the other lane keeps hashing.
+    A lane that `yields_to` another starts no hash while that one is hashing.
+    Its hashes already running stop too: `on_busy` tells the machine's pause
+    board (server/accounts/pause_board.py) when this lane starts and ends
+    hashing, and `on_workers` tells it the worker processes to stop (SIGSTOP)
+    meanwhile and continue (SIGCONT) after, wherever they were: memory-hard
+    hashes slow each other down through the shared caches and memory bus, not
+    only through the cores, so a nice value alone does not give the other lane
+    its lone speed. A hash takes tens of milliseconds, so no worker stays
+    stopped longer than the proven lanes keep hashing.
     """
 
     def __init__(
@@ -92,6 +94,9 @@ class HashingLane:
         workers: Callable[[], Executor],
         places: int,
         yields_to: HashingLane | None = None,
+        *,
+        on_busy: Callable[[bool], None] | None = None,
+        on_workers: Callable[[Iterable[int]], None] | None = None,
     ) -> None:
         self.places = places  # running plus waiting
         self.in_flight = 0
@@ -99,10 +104,8 @@ class HashingLane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._yields_to = yields_to
-        self._yielding: list[HashingLane] = []  # the lanes that yield to this one
-        if yields_to is not None:
-            yields_to._yielding.append(self)
-        self._paused: list[int] = []  # the worker processes pause() stopped
+        self._on_busy = on_busy
+        self._on_workers = on_workers
         self._start_workers = workers
         self._executor = workers()
 
@@ -115,13 +118,12 @@ class HashingLane:
         self._hashing += 1
         if self._hashing == 1:
             self._idle.clear()
-            for lane in self._yielding:
-                lane.pause()
-        loop = asyncio.get_running_loop()
+            if self._on_busy is not None:
+                self._on_busy(True)
         executor = self._executor
         try:
             try:
-                return await loop.run_in_executor(executor, function, *args)
+                return await self._hand_over(executor, function, *args)
             except BrokenProcessPool:
                 # A worker process died (killed, out of memory) and took the pool
                 # with it: the first call to notice starts new workers, and every
@@ -130,38 +132,27 @@ class HashingLane:
                     executor.shutdown(wait=False, cancel_futures=True)
                     self._executor = self._start_workers()
             try:
-                return await loop.run_in_executor(self._executor, function, *args)
+                return await self._hand_over(self._executor, function, *args)
             except BrokenProcessPool:  # the new workers died too: the caller retries later
                 raise HashingBusy from None
         finally:
             self._hashing -= 1
             if not self._hashing:
-                for lane in self._yielding:
-                    lane.resume()
+                if self._on_busy is not None:
+                    self._on_busy(False)
                 self._idle.set()
 
-    def pause(self) -> None:
-        """Stop this lane's worker processes (none for threads) until resume()."""
-        if self._paused or not hashing_worker.PAUSABLE:
-            return
-        # The executor's own table of its workers: they start on demand and are
-        # replaced when one dies, so it is the one up-to-date list.
-        workers = getattr(self._executor, "_processes", None) or {}
-        for pid in list(workers):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-                self._paused.append(pid)
-
-    def resume(self) -> None:
-        """Continue the workers pause() stopped (those of a replaced executor too,
-        which must run to end)."""
-        paused, self._paused = self._paused, []
-        for pid in paused:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+    def _hand_over(
+        self, executor: Executor, function: Callable[..., _T], *args: object
+    ) -> asyncio.Future[_T]:
+        future = asyncio.get_running_loop().run_in_executor(executor, function, *args)
+        if self._on_workers is not None:
+            # Submitting may have started a worker, or replaced a dead one: the
+            # executor's own table of its processes is the one up-to-date list.
+            self._on_workers(getattr(executor, "_processes", None) or ())
+        return future
 
     def close(self) -> None:
-        self.resume()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -182,18 +173,35 @@ class PasswordHasher:
       lane is full, a proven caller takes a place in the open lane.
     """
 
-    def __init__(self, cost: int, workers: int | None = None, waiting: int | None = None) -> None:
+    def __init__(
+        self,
+        cost: int,
+        workers: int | None = None,
+        waiting: int | None = None,
+        *,
+        seat: PauseSeat | None = None,
+    ) -> None:
+        """`seat`: this process's slot on the machine's pause board, when several
+        server processes share it (CONCERT_WORKERS); by default a board of its own."""
         self._cost = cost
         self.workers = workers or available_cpus()
         line = WAITING_PER_WORKER * self.workers if waiting is None else waiting
+        self._own_board: PauseBoard | None = None
+        if seat is None and hashing_worker.PAUSABLE:
+            self._own_board = PauseBoard(processes=1, workers_each=self.workers)
+            seat = self._own_board.seat(0)
+        self._seat = seat
+        self._closed = False
         self.proven = HashingLane(
             hashing_threads("scrypt-proven", self.workers),
             self.workers * (1 + WAITING_PER_WORKER),
+            on_busy=seat.hashing if seat is not None else None,
         )
         self.open = HashingLane(
             hashing_processes(self.workers, OPEN_LANE_NICENESS),
             self.workers + line,
             yields_to=self.proven,
+            on_workers=seat.workers if seat is not None else None,
         )
         # Verified when the email is unknown, so that answer costs a hash too:
         # an attacker cannot tell unknown emails from wrong passwords by timing.
@@ -237,5 +245,14 @@ class PasswordHasher:
         return await lane.run(verify_password_blocking, password, stored)
 
     def close(self) -> None:
+        """Stop the workers; once (the server's stop may run twice)."""
+        if self._closed:
+            return
+        self._closed = True
+        # Continued first, if stopped: a stopped worker cannot end.
+        if self._seat is not None:
+            self._seat.leave()
         self.open.close()
         self.proven.close()
+        if self._own_board is not None:
+            self._own_board.close()

@@ -1,10 +1,12 @@
-"""Holding a hashing lane's places taken, for tests of what happens beyond them."""
+"""Holding a hashing lane's places taken, for tests of what happens beyond them;
+and what state a hashing worker process is in."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from server.accounts.passwords import HashingLane
@@ -27,3 +29,12 @@ def hashes_held_back(lane: HashingLane) -> Iterator[asyncio.Event]:
     finally:
         release.set()
         lane.run = run  # type: ignore[method-assign]
+
+
+def process_state(pid: int) -> str:
+    """A process's state letter in /proc (R running, S sleeping, T stopped, Z
+    zombie), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""

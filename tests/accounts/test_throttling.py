@@ -56,7 +56,7 @@ from server.client_address import client_address, parse_networks
 from server.clock import FakeClock
 from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
-from tests.accounts.lanes import hashes_held_back
+from tests.accounts.lanes import hashes_held_back, process_state
 from tests.fans import new_fan
 from tests.support import Stubs, error_details, eventually
 
@@ -710,15 +710,15 @@ async def test_the_open_lanes_workers_are_stopped_while_the_proven_lane_hashes()
     try:
         worker = await hasher.open.run(os.getpid)
         junk = asyncio.ensure_future(hasher.verify("a password", slow))
-        await eventually(lambda: _state(worker) == "R", "the junk hash runs")
+        await eventually(lambda: process_state(worker) == "R", "the junk hash runs")
         proven = asyncio.ensure_future(hasher.proven.run(proven_hash))
         await asyncio.to_thread(proven_started.wait, 10)
-        assert _state(worker) == "T"  # stopped, mid-hash
+        assert process_state(worker) == "T"  # stopped, mid-hash
         await asyncio.sleep(0.3)  # a hash at cost 17 is long: stopped, it cannot end
-        assert not junk.done() and _state(worker) == "T"
+        assert not junk.done() and process_state(worker) == "T"
         release.set()
         await proven
-        await eventually(lambda: _state(worker) != "T", "the worker goes on")
+        await eventually(lambda: process_state(worker) != "T", "the worker goes on")
         assert await junk is True
     finally:
         release.set()
@@ -764,15 +764,6 @@ def test_the_open_lanes_workers_end_with_a_killed_server(tmp_path: Path, stopped
     assert not [pid for pid in helpers if _running(pid)]
 
 
-def _state(pid: int) -> str:
-    """A process's state letter in /proc (R running, S sleeping, T stopped, Z
-    zombie), or "" once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
-
-
 def _running(pid: int) -> bool:
     """True while pid is a process that has not exited (a zombie has)."""
-    return _state(pid) not in ("", "Z")
+    return process_state(pid) not in ("", "Z")

@@ -7,25 +7,31 @@ database and talk to it over loopback, then stop it with a signal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import grpc
 import psutil
 import pytest
 
+from concert.v1 import account_pb2
+from server.accounts.passwords import OPEN_LANE_NICENESS
 from server.config import Settings
 from server.db.pool import open_pool
 from server.jobs import JobRunner
-from tests.support import TEST_ADMIN_KEY, free_port, is_serving
+from tests.accounts.lanes import process_state
+from tests.fans import SignedUpFan, new_fan
+from tests.support import TEST_ADMIN_KEY, Stubs, eventually, free_port, is_serving
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
 
-def _start(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start(database_url: str, workers: int, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
     address = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
@@ -36,6 +42,7 @@ def _start(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], st
         "CONCERT_SEED_DEMO": "false",
         "CONCERT_SHUTDOWN_GRACE_SECONDS": "2",
     }
+    env.update(settings)
     process = subprocess.Popen(
         [sys.executable, "-m", "server"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -151,3 +158,87 @@ async def test_a_scheduled_job_runs_in_one_process_at_a_time(database_url: str) 
     finally:
         for pool in pools:
             await pool.close()
+
+
+@pytest.mark.slow
+async def test_a_fans_hash_in_either_worker_stops_both_workers_open_lanes(create_database) -> None:  # type: ignore[no-untyped-def]
+    """The open lanes of every CONCERT_WORKERS process stop while a fan who
+    shows a past session hashes in any of them (server/accounts/pause_board.py):
+    each process used to stop only its own, so the other's junk hashing kept
+    half the cores from the fan. Hashes cost ~0.1 s here, long enough to look."""
+    process, address = _start(create_database(), workers=2, CONCERT_PASSWORD_HASH_COST="16")
+    junk_running = True
+    try:
+        servers = _wait_for_workers(process, address, 2)
+        async with grpc.aio.insecure_channel(address) as channel:
+            fan = await new_fan(Stubs.on(channel))
+
+        async def junk(channel: grpc.aio.Channel) -> None:
+            stub = Stubs.on(channel).account
+            while junk_running:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.SignIn(
+                        account_pb2.SignInRequest(email="nobody@example.com", password="guess")
+                    )
+
+        # Connections of their own, spread over both processes by the kernel.
+        channels = [
+            grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(8)
+        ]
+        botnet = [asyncio.create_task(junk(channel)) for channel in channels]
+        try:
+            open_lanes = await _open_lane_workers_of_each(servers)
+            fan_signs_in = asyncio.create_task(_sign_in_proven(address, fan))
+            seen_all_stopped = False
+            while not fan_signs_in.done():
+                states = [process_state(pid) for pid in open_lanes]
+                seen_all_stopped = seen_all_stopped or states == ["T"] * len(states)
+                await asyncio.sleep(0.002)
+            await fan_signs_in
+            assert seen_all_stopped, "both processes' open lanes were never stopped at once"
+            await eventually(
+                lambda: "T" not in [process_state(pid) for pid in open_lanes],
+                "the open lanes go on once the fan's hash ended",
+            )
+        finally:
+            junk_running = False
+            for channel in channels:
+                await channel.close()
+            await asyncio.gather(*botnet, return_exceptions=True)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_TIMEOUT) == 0, _output(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+async def _open_lane_workers_of_each(servers: list[int]) -> list[int]:
+    """One hashing open-lane worker of each server process (the niced
+    grandchildren: the server, multiprocessing's fork server, the worker)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = []
+        for server in servers:
+            workers = [
+                child.pid
+                for child in psutil.Process(server).children(recursive=True)
+                if child.nice() == OPEN_LANE_NICENESS and process_state(child.pid) == "R"
+            ]
+            found += workers[:1]
+        if len(found) == len(servers):
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError("the junk never kept both processes' open lanes hashing")
+
+
+async def _sign_in_proven(address: str, fan: SignedUpFan) -> None:
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.use_local_subchannel_pool", 1)]
+    ) as channel:
+        reply = await Stubs.on(channel).account.SignIn(
+            account_pb2.SignInRequest(
+                email=fan.email, password=fan.password, previous_session_token=fan.session_token
+            )
+        )
+    assert reply.session_token
