@@ -47,7 +47,7 @@ from server.booking.seat_list_cache import SeatListCache
 from server.clock import Clock, SystemClock
 from server.config import ConfigError, Settings
 from server.context import ServiceContext
-from server.cpu import cpus_per_process
+from server.cpu import cpus_per_process, share_per_process
 from server.db.migrate import migrate
 from server.db.pool import open_pool
 from server.db.probe import DatabaseProbe
@@ -411,7 +411,12 @@ def _build_features(ctx: ServiceContext, hashing_seat: PauseSeat | None) -> Feat
         hasher,
         SignInThrottle(ctx.pool, ctx.clock),
         signer=ctx.signer,
-        pacing=RefusalPacing(settings.password_refusals_at_once_per_second),
+        # The machine's rate, shared out like its CPUs: the refusals answered
+        # at once in every process take time from the same cores as a fan's
+        # hash (docs/load-test-report.md, Round 13).
+        pacing=RefusalPacing(
+            share_per_process(settings.password_refusals_at_once_per_second, settings.workers)
+        ),
     )
     queue = QueueRuntime(settings, ctx.pool, ctx.clock)
     booking = BookingRuntime(

@@ -34,7 +34,12 @@ def available_cpus(cgroup: Path = CGROUP) -> int:
 def cpus_per_process(processes: int, cgroup: Path = CGROUP) -> int:
     """This process's share of the CPUs when `processes` server processes share
     them (CONCERT_WORKERS forks that many on one machine): at least one."""
-    return max(1, available_cpus(cgroup) // max(1, processes))
+    return share_per_process(available_cpus(cgroup), processes)
+
+
+def share_per_process(total: int, processes: int) -> int:
+    """One of `processes` server processes' share of a machine's `total`: at least one."""
+    return max(1, total // max(1, processes))
 
 
 def cgroup_cpu_quota(cgroup: Path = CGROUP, membership: Path = MEMBERSHIP) -> float | None:

@@ -496,7 +496,7 @@ def test_server_processes_on_one_machine_share_its_cpus(tmp_path: Path) -> None:
     assert cpus_per_process(4, tmp_path) == 1
 
 
-async def test_the_apps_hasher_takes_its_processes_share(
+async def test_the_apps_hasher_and_refusal_pacing_take_their_processes_share(
     database_url: str, settings: Settings
 ) -> None:
     application = await build_app(
@@ -504,6 +504,10 @@ async def test_the_apps_hasher_takes_its_processes_share(
     )
     try:
         assert application.accounts.hasher.workers == cpus_per_process(2)
+        # And its share of the refusals answered at once (the rate is the machine's).
+        assert application.accounts.pacing.at_once_per_second == (
+            settings.password_refusals_at_once_per_second // 2
+        )
     finally:
         await application.stop(grace=0.1)
 
