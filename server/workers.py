@@ -17,10 +17,11 @@ hooks (which stop that cluster).
 
 Signals: SIGTERM or SIGINT to the parent is forwarded (as SIGTERM) to every
 worker, which drains like a single server; the parent exits 0 once every worker
-exited 0. A worker that dies on its own is not restarted: the supervisor stops
-the others and exits 1, leaving restarts to whatever runs the service (systemd,
-Kubernetes), which sees one process fail instead of a half-sized server that
-looks healthy.
+exited 0. A parent killed outright forwards nothing: on Linux the kernel sends
+each worker SIGTERM then (PR_SET_PDEATHSIG), and they drain and exit. A worker
+that dies on its own is not restarted: the supervisor stops the others and
+exits 1, leaving restarts to whatever runs the service (systemd, Kubernetes),
+which sees one process fail instead of a half-sized server that looks healthy.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+
+from server.parent_death import signal_when_parent_exits
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ def run_workers(
 def _fork_worker(index: int, serve: Callable[[int], int]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
+    supervisor = os.getpid()
     pid = os.fork()
     if pid:
         return pid
@@ -78,6 +82,10 @@ def _fork_worker(index: int, serve: Callable[[int], int]) -> int:
     code = 1
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # A supervisor killed outright (SIGKILL, the OOM killer) forwards
+        # nothing: its workers get SIGTERM from the kernel and drain, instead of
+        # serving on unsupervised (blocked until serve() handles it).
+        signal_when_parent_exits(signal.SIGTERM, parent=supervisor)
         _label_logs(index)
         code = serve(index)
     except BaseException:

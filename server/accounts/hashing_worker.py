@@ -17,12 +17,12 @@ server does, and each worker until it closes its copy here (it starts no
 processes, the one use of that pipe). Elsewhere a thread polls the server, and
 the server never pauses its workers (PAUSABLE).
 
-Imported by the worker processes: stdlib only, and server/cpu.py (stdlib only).
+Imported by the worker processes: stdlib only, and server/cpu.py and
+server/parent_death.py (stdlib only).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -32,12 +32,11 @@ from multiprocessing import forkserver
 from typing import Any
 
 from server.cpu import yield_cpu
+from server.parent_death import signal_when_parent_exits
 
 # Whether the server may stop its workers with SIGSTOP: only where a stopped
 # worker still ends with the server.
 PAUSABLE = sys.platform == "linux"
-# prctl(2)'s option: the signal this process gets when its parent exits.
-_PR_SET_PDEATHSIG = 1
 # How often a host without PR_SET_PDEATHSIG checks that the server lives.
 _POLL_SECONDS = 1.0
 
@@ -53,8 +52,7 @@ def start(server_pid: int, niceness: int) -> None:
 
 def _die_with_the_fork_server() -> bool:
     """SIGKILL this worker when the fork server exits, and let it exit with the server."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if not signal_when_parent_exits(signal.SIGKILL, parent=os.getppid()):
         return False
     state: Any = forkserver._forkserver  # multiprocessing's own: the pipe has no public name
     if state._forkserver_alive_fd is not None:

@@ -113,6 +113,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def test_workers_drain_and_exit_when_their_supervisor_is_killed(create_database) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL gives the supervisor no chance to forward anything: the kernel
+    sends each worker SIGTERM (PR_SET_PDEATHSIG), and they drain and exit,
+    their hashing processes with them, instead of serving on unsupervised."""
+    process, address = _start(create_database(), workers=2)
+    try:
+        workers = _wait_for_workers(process, address, 2)
+        everything = [
+            child.pid for child in psutil.Process(process.pid).children(recursive=True)
+        ]
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(_alive(pid) for pid in everything) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in everything if _alive(pid)]
+        assert set(workers) <= set(everything)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
 def test_a_worker_that_dies_stops_the_others_and_fails_the_supervisor(create_database) -> None:  # type: ignore[no-untyped-def]
     process, address = _start(create_database(), workers=2)
     try:
