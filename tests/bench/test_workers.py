@@ -120,9 +120,7 @@ def test_workers_drain_and_exit_when_their_supervisor_is_killed(create_database)
     process, address = _start(create_database(), workers=2)
     try:
         workers = _wait_for_workers(process, address, 2)
-        everything = [
-            child.pid for child in psutil.Process(process.pid).children(recursive=True)
-        ]
+        everything = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
         process.kill()
         process.wait(timeout=STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
