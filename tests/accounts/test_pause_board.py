@@ -7,8 +7,6 @@ two CONCERT_WORKERS processes; the hashers' test runs real hashing workers.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -18,11 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from server.accounts import hashing_worker
-from server.accounts.kdf import hash_password_blocking
 from server.accounts.passwords import PasswordHasher
 from server.accounts.pause_board import PauseBoard
-from tests.accounts.lanes import process_state
-from tests.support import eventually
+from tests.accounts.lanes import a_junk_hash_stops_while_a_proven_one_runs, process_state
 
 pytestmark = pytest.mark.skipif(not hashing_worker.PAUSABLE, reason="workers pause on Linux only")
 
@@ -161,28 +157,9 @@ async def test_a_proven_hash_in_one_hasher_stops_the_other_hashers_open_lane_mid
     board = PauseBoard(processes=2, workers_each=1)
     fans = PasswordHasher(cost=10, workers=1, seat=board.seat(0))
     junk = PasswordHasher(cost=10, workers=1, seat=board.seat(1))
-    slow = hash_password_blocking("a password", 17)
-    release, proven_started = threading.Event(), threading.Event()
-
-    def proven_hash() -> None:
-        proven_started.set()
-        release.wait(timeout=10)
-
     try:
-        worker = await junk.open.run(os.getpid)
-        guess = asyncio.ensure_future(junk.verify("a password", slow))
-        await eventually(lambda: process_state(worker) == "R", "the junk hash runs")
-        proven = asyncio.ensure_future(fans.proven.run(proven_hash))
-        await asyncio.to_thread(proven_started.wait, 10)
-        assert process_state(worker) == "T"  # stopped mid-hash, by the other hasher
-        await asyncio.sleep(0.3)
-        assert not guess.done() and process_state(worker) == "T"
-        release.set()
-        await proven
-        await eventually(lambda: process_state(worker) != "T", "the worker goes on")
-        assert await guess is True
+        await a_junk_hash_stops_while_a_proven_one_runs(fans, junk)
     finally:
-        release.set()
         fans.close()
         junk.close()
         board.close()

@@ -56,9 +56,13 @@ from server.client_address import client_address, parse_networks
 from server.clock import FakeClock
 from server.config import Settings
 from server.cpu import available_cpus, cgroup_cpu_quota, cpus_per_process
-from tests.accounts.lanes import hashes_held_back, process_state
+from tests.accounts.lanes import (
+    a_junk_hash_stops_while_a_proven_one_runs,
+    hashes_held_back,
+    process_state,
+)
 from tests.fans import new_fan
-from tests.support import Stubs, error_details, eventually
+from tests.support import Stubs, error_details
 
 ATTACKER = "203.0.113.7"
 FAN = "198.51.100.20"
@@ -701,31 +705,11 @@ async def test_the_open_lane_starts_no_hash_while_the_proven_lane_hashes() -> No
 
 async def test_the_open_lanes_workers_are_stopped_while_the_proven_lane_hashes() -> None:
     """A junk hash already running in the open lane stops where it is when a
-    proven hash starts (its worker is stopped, not busy), and finishes, right,
-    once the proven lane is idle."""
+    proven hash starts, and finishes, right, once the proven lane is idle."""
     hasher = PasswordHasher(cost=10, workers=1)
-    slow = hash_password_blocking("a password", 17)
-    release, proven_started = threading.Event(), threading.Event()
-
-    def proven_hash() -> None:
-        proven_started.set()
-        release.wait(timeout=10)
-
     try:
-        worker = await hasher.open.run(os.getpid)
-        junk = asyncio.ensure_future(hasher.verify("a password", slow))
-        await eventually(lambda: process_state(worker) == "R", "the junk hash runs")
-        proven = asyncio.ensure_future(hasher.proven.run(proven_hash))
-        await asyncio.to_thread(proven_started.wait, 10)
-        assert process_state(worker) == "T"  # stopped, mid-hash
-        await asyncio.sleep(0.3)  # a hash at cost 17 is long: stopped, it cannot end
-        assert not junk.done() and process_state(worker) == "T"
-        release.set()
-        await proven
-        await eventually(lambda: process_state(worker) != "T", "the worker goes on")
-        assert await junk is True
+        await a_junk_hash_stops_while_a_proven_one_runs(hasher, hasher)
     finally:
-        release.set()
         hasher.close()
 
 
