@@ -85,16 +85,11 @@ def _serve_workers(settings: Settings, database_url: str, tracing: TracingConfig
     """CONCERT_WORKERS server processes under one supervisor (server/workers.py),
     sharing one pause board: a fan's hash in any of them stops every process's
     open lane (server/accounts/pause_board.py)."""
-    from server.accounts.hashing_worker import PAUSABLE
-    from server.accounts.pause_board import PauseBoard
+    from server.accounts.pause_board import open_board
     from server.cpu import cpus_per_process
     from server.workers import run_workers
 
-    board = (
-        PauseBoard(settings.workers, workers_each=cpus_per_process(settings.workers))
-        if PAUSABLE
-        else None
-    )
+    board = open_board(settings.workers, workers_each=cpus_per_process(settings.workers))
     return run_workers(
         settings.workers,
         lambda index: asyncio.run(

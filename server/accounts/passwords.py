@@ -21,7 +21,7 @@ from typing import TypeVar
 from server.accounts import hashing_worker
 from server.accounts.kdf import hash_password_blocking, verify_password_blocking
 from server.accounts.pacing import RETRY_AFTER_SECONDS
-from server.accounts.pause_board import PauseBoard, PauseSeat
+from server.accounts.pause_board import PauseBoard, PauseSeat, open_board
 from server.cpu import available_cpus
 from server.errors import ErrorReason, ResourceExhausted
 
@@ -187,9 +187,9 @@ class PasswordHasher:
         self.workers = workers or available_cpus()
         line = WAITING_PER_WORKER * self.workers if waiting is None else waiting
         self._own_board: PauseBoard | None = None
-        if seat is None and hashing_worker.PAUSABLE:
-            self._own_board = PauseBoard(processes=1, workers_each=self.workers)
-            seat = self._own_board.seat(0)
+        if seat is None:
+            self._own_board = open_board(processes=1, workers_each=self.workers)
+            seat = self._own_board.seat(0) if self._own_board is not None else None
         self._seat = seat
         self._closed = False
         self.proven = HashingLane(

@@ -31,15 +31,34 @@ A single server process has a board of one slot, of its own.
 from __future__ import annotations
 
 import fcntl
+import logging
 import mmap
 import os
 import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 
+from server.accounts import hashing_worker
+
+log = logging.getLogger(__name__)
+
 _INT_BYTES = 4
 _PAUSED = 0  # the header's one field
 _HEADER = 1
+
+
+def open_board(processes: int, workers_each: int) -> PauseBoard | None:
+    """A board, or None where workers cannot be stopped safely (not Linux:
+    hashing_worker.PAUSABLE) or shared memory is refused (a sandbox without
+    memfd_create): the open lane then only starts no new hash while a fan
+    hashes, and keeps the ones under way."""
+    if not hashing_worker.PAUSABLE:
+        return None
+    try:
+        return PauseBoard(processes, workers_each)
+    except OSError as exc:
+        log.warning("open-lane workers will not be stopped while fans hash: %s", exc)
+        return None
 
 
 class PauseBoard:

@@ -7,6 +7,7 @@ two CONCERT_WORKERS processes; the hashers' test runs real hashing workers.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -163,3 +164,22 @@ async def test_a_proven_hash_in_one_hasher_stops_the_other_hashers_open_lane_mid
         fans.close()
         junk.close()
         board.close()
+
+
+async def test_without_shared_memory_the_hasher_runs_without_a_board(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sandbox that refuses memfd_create costs the pausing, not the server."""
+
+    def refused(*args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    hasher = PasswordHasher(cost=10, workers=1)
+    try:
+        stored = await hasher.hash("a password")
+        assert await hasher.proven.run(lambda: "proven lane") == "proven lane"
+        assert await hasher.verify("a password", stored) is True
+    finally:
+        hasher.close()
+    assert "will not be stopped while fans hash" in caplog.text
