@@ -65,7 +65,7 @@ class Settings:
     max_concurrent_calls: int = 20_000
     # Password calls refused at once per second; beyond, a refusal waits its retry
     # delay on the server first, then tries once more (server/accounts/pacing.py).
-    password_refusals_at_once_per_second: int = 100
+    password_refusals_at_once_per_second: int = 50
     # How long AIP-155 request ids replay their first answer (server/idempotency.py).
     idempotency_ttl_hours: int = 24
     # Signing keys from a file (a mounted secret) or the environment instead of

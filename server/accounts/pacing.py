@@ -39,10 +39,12 @@ _T = TypeVar("_T")
 # long a held call waits.
 RETRY_AFTER_SECONDS = 1.0
 # Refusals a process answers at once, per second and in a burst: a crowd of
-# clients honouring RetryInfo stays under it (the sign-in storm's 64 fans are
-# refused about 50 times a second); a botnet calling as fast as answered
-# (about 2,000 a second on one core) is far above it.
-AT_ONCE_PER_SECOND = 100
+# clients honouring RetryInfo stays about at it (the sign-in storm's 64 fans are
+# refused 47 times a second, and were served the same at 50 as at 100); a
+# botnet calling as fast as answered (about 2,000 a second on one core) is far
+# above it. 100 left a fan's hash too little of two cores under a junk storm
+# (docs/load-test-report.md, Round 13).
+AT_ONCE_PER_SECOND = 50
 # Calls held at once, per process. Each is a pending call: 1,000 held raised
 # the server's RSS by about 13 MiB (1,100 junk SignIns at once, against the
 # same calls all refused at once; docs/reliability.md).
