@@ -18,18 +18,19 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
-def signal_when_parent_exits(signum: int, parent: int) -> bool:
+def signal_when_parent_exits(signum: int, parent: int | None = None) -> bool:
     """Ask for `signum` when the parent exits; False where the kernel cannot.
 
-    `parent` is the pid the caller was forked from: if it exited before the
-    request took hold (this process was reparented meanwhile), the signal is
-    sent now, so nothing is missed.
+    `parent`, when the caller knows it, is the pid it was forked from: if that
+    one exited before the request took hold (this process was reparented
+    meanwhile), the signal is sent now, so nothing is missed. A caller that
+    cannot know it checks for that race its own way.
     """
     if sys.platform != "linux":
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         return False
-    if os.getppid() != parent:
+    if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), signum)
     return True

@@ -52,7 +52,9 @@ def start(server_pid: int, niceness: int) -> None:
 
 def _die_with_the_fork_server() -> bool:
     """SIGKILL this worker when the fork server exits, and let it exit with the server."""
-    if not signal_when_parent_exits(signal.SIGKILL, parent=os.getppid()):
+    # The fork server's pid is known only as getppid(), so the race with its
+    # exit is start()'s check that the server still lives.
+    if not signal_when_parent_exits(signal.SIGKILL):
         return False
     state: Any = forkserver._forkserver  # multiprocessing's own: the pipe has no public name
     if state._forkserver_alive_fd is not None:
